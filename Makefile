@@ -1,0 +1,48 @@
+# journeystream — everything a newcomer needs, from a fresh machine:
+#   make demo   local Kafka broker + worker + simulator + live summary (Ctrl-C stops all)
+#   make test   the whole test suite against a real local broker and embedded ClickHouse
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint bench broker-start broker-stop install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+	deploy/kafka/broker.sh fetch
+
+demo: install
+	$(BIN)/journeystream demo
+
+test: install
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m 'not integration'
+
+integration: install
+	$(BIN)/pytest -q -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+broker-start: install
+	deploy/kafka/broker.sh start
+
+broker-stop:
+	deploy/kafka/broker.sh stop
+
+clean:
+	rm -rf .local $(VENV)

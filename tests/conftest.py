@@ -1,0 +1,71 @@
+"""Session-wide real Kafka broker (deploy/kafka/broker.sh), started once for the test run.
+
+Integration tests never mock Kafka: they ask for `kafka_bootstrap` and use unique topic
+names. If the broker cannot start, those tests fail (they are not skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free (broker and controller listeners)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < 65000 and _is_free(port + 1):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    port = int(os.environ.get("JOURNEYSTREAM_TEST_KAFKA_PORT", "0")) or free_port_pair()
+    state = ROOT / ".local" / f"test-kafka-{port}"
+    shutil.rmtree(state, ignore_errors=True)
+    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(state)}
+    started = subprocess.run(
+        [str(BROKER_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"local Kafka broker did not start:\n{started.stdout}\n{started.stderr}")
+    print(started.stdout.strip())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(BROKER_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh name for the topics and consumer group of one test."""
+    return f"t{uuid.uuid4().hex[:10]}"
