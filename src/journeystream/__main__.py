@@ -1,0 +1,5 @@
+import sys
+
+from journeystream.cli import main
+
+sys.exit(main())

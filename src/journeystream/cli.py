@@ -1,0 +1,187 @@
+"""The `journeystream` command: worker, migrate, simulate, demo, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from journeystream.config import Settings, settings_table
+from journeystream.errors import JourneystreamError
+
+if TYPE_CHECKING:
+    from journeystream.simulate import SimConfig
+
+log = logging.getLogger("journeystream")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.run(args)
+    except JourneystreamError as exc:
+        print(f"journeystream: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="journeystream", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the stream worker (Faust)")
+    worker.set_defaults(run=_worker)
+
+    migrate = commands.add_parser("migrate", help="create the ClickHouse database and tables (idempotent)")
+    migrate.set_defaults(run=_migrate)
+
+    simulate = commands.add_parser(
+        "simulate", help="send simulated multichannel traffic to Kafka or a JSONL file"
+    )
+    _simulate_arguments(simulate)
+    simulate.set_defaults(run=_simulate)
+
+    demo = commands.add_parser(
+        "demo", help="local broker + worker + simulator, with a live summary; Ctrl-C stops all"
+    )
+    demo.add_argument("--rate", type=float, default=300.0, help="simulated messages per second")
+    demo.add_argument("--customers", type=int, default=5000)
+    demo.add_argument("--invalid-share", type=float, default=0.01)
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    demo.set_defaults(run=_demo)
+
+    config = commands.add_parser("config", help="show the effective settings (secrets masked)")
+    config.add_argument("--markdown", action="store_true", help="print the settings table of the README")
+    config.set_defaults(run=_config)
+    return parser
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--to", default="kafka", help="'kafka' (the interactions topic) or a .jsonl file path"
+    )
+    parser.add_argument(
+        "--events", type=int, default=10_000, help="messages to send (valid + invalid + duplicates)"
+    )
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second; 0 = as fast as possible"
+    )
+    parser.add_argument("--start", default="now", help="event time of the first scenario: 'now' or RFC 3339")
+    parser.add_argument(
+        "--events-per-second",
+        type=float,
+        default=None,
+        help="density of the simulated timeline in event time (default: --rate, or 200)",
+    )
+    parser.add_argument("--invalid-share", type=float, default=0.0)
+    parser.add_argument("--duplicate-share", type=float, default=0.0)
+    parser.add_argument("--max-disorder-ms", type=int, default=0)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    from journeystream.metrics import Metrics
+    from journeystream.runtime.app import Runtime
+    from journeystream.runtime.topics import ensure_topics
+    from journeystream.sinks.clickhouse import ClickHouseWriter
+    from journeystream.sinks.store import StoreTarget, migrate
+
+    settings = Settings.from_env()
+    log.info("settings: %s", settings.describe())
+    writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+    writer.call(lambda client: migrate(client, settings, writer.database))
+    asyncio.run(ensure_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
+    runtime = Runtime(settings, writer, Metrics(CollectorRegistry()))
+    worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        writer.close()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from journeystream.sinks.clickhouse import ClickHouseWriter
+    from journeystream.sinks.store import StoreTarget, migrate
+
+    settings = Settings.from_env()
+    writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+    try:
+        count = writer.call(lambda client: migrate(client, settings, writer.database))
+    finally:
+        writer.close()
+    print(f"database {writer.database}: {count} statements applied")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from journeystream import simulate
+    from journeystream.runtime.topics import ensure_topics
+
+    config = sim_config(args)
+    messages = simulate.generate(config)
+    if args.to != "kafka":
+        count = simulate.write_jsonl(messages, Path(args.to))
+        print(f"wrote {count} messages to {args.to}")
+        return 0
+    settings = Settings.from_env()
+    asyncio.run(ensure_topics(settings, [settings.topic_interactions]))
+    rate = args.rate or None
+    count = asyncio.run(
+        simulate.send_to_kafka(messages, settings.kafka_bootstrap, settings.topic_interactions, rate)
+    )
+    print(f"sent {count} messages to {settings.topic_interactions}")
+    return 0
+
+
+def sim_config(args: argparse.Namespace) -> SimConfig:
+    from journeystream.simulate import SimConfig
+
+    start = datetime.now(UTC) if args.start == "now" else datetime.fromisoformat(args.start)
+    density = args.events_per_second or args.rate or 200.0
+    return SimConfig(
+        seed=args.seed,
+        customers=args.customers,
+        events=args.events,
+        start_ms=int(start.timestamp() * 1000),
+        events_per_second=density,
+        invalid_share=args.invalid_share,
+        duplicate_share=args.duplicate_share,
+        max_disorder_ms=args.max_disorder_ms,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from journeystream.demo import DemoOptions, run_demo
+
+    options = DemoOptions(args.rate, args.customers, args.invalid_share, args.duration)
+    return run_demo(options)
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_table())
+        return 0
+    for name, value in Settings.from_env().describe().items():
+        print(f"{name} = {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

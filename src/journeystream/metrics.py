@@ -1,0 +1,54 @@
+"""Prometheus metrics (`journeystream_*`), built on an injected registry so tests and several
+apps in one process never collide in the global one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_consumed = Counter(
+            "journeystream_events_consumed", "Messages read from the interactions topic", registry=registry
+        )
+        self.events_valid = Counter(
+            "journeystream_events_valid", "Messages that passed the event contract", registry=registry
+        )
+        self.events_rejected = Counter(
+            "journeystream_events_rejected", "Messages refused, by reason code", ["reason"], registry=registry
+        )
+        self.sink_rows = Counter(
+            "journeystream_sink_rows", "Rows written to ClickHouse", ["table"], registry=registry
+        )
+        self.sink_flush_seconds = Histogram(
+            "journeystream_sink_flush_seconds",
+            "Time to write one batch to ClickHouse",
+            ["table"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.sink_errors = Counter(
+            "journeystream_sink_errors", "Failed batch writes (each is retried)", ["table"], registry=registry
+        )
+        self.sink_pending_rows = Gauge(
+            "journeystream_sink_pending_rows", "Rows buffered, not yet written", registry=registry
+        )
+        self.consumer_lag = Gauge(
+            "journeystream_consumer_lag",
+            "Messages behind the end of the partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.ready = Gauge("journeystream_ready", "1 when the worker is consuming", registry=registry)
+
+    # SinkObserver
+    def on_flushed(self, table: str, rows: int, seconds: float) -> None:
+        self.sink_rows.labels(table).inc(rows)
+        self.sink_flush_seconds.labels(table).observe(seconds)
+
+    def on_error(self, table: str, error: BaseException) -> None:
+        self.sink_errors.labels(table).inc()
+
+    def on_pending(self, rows: int) -> None:
+        self.sink_pending_rows.set(rows)

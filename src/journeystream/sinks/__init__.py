@@ -1,0 +1,1 @@
+"""Batching, idempotent writes to ClickHouse."""

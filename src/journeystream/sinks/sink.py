@@ -1,0 +1,171 @@
+"""A batching sink: rows accumulate per table and are written in batches bounded by size and
+age. A failed write keeps its batch and is retried with backoff until it succeeds; while it
+fails, `maybe_flush` waits (backpressure), so nothing is dropped and upstream stops consuming.
+
+Callbacks registered with `after_flush` run once every row added before them is durable;
+the worker acks Kafka offsets there, so an offset is committed only for rows in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from journeystream.errors import SinkClosedError
+from journeystream.sinks.batch import Batch
+
+log = logging.getLogger(__name__)
+
+AfterFlush = Callable[[], Awaitable[None]]
+
+
+class Writer(Protocol):
+    """Writes one batch; raises on failure. Must be idempotent for the same batch token."""
+
+    async def write(self, batch: Batch) -> None: ...
+
+
+class SinkObserver(Protocol):
+    def on_flushed(self, table: str, rows: int, seconds: float) -> None: ...
+    def on_error(self, table: str, error: BaseException) -> None: ...
+    def on_pending(self, rows: int) -> None: ...
+
+
+class _NoObserver:
+    def on_flushed(self, table: str, rows: int, seconds: float) -> None:
+        pass
+
+    def on_error(self, table: str, error: BaseException) -> None:
+        pass
+
+    def on_pending(self, rows: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A table's columns, in insert order, and the columns that identify a row."""
+
+    name: str
+    columns: tuple[str, ...]
+    key_columns: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Generation:
+    """Rows and callbacks added since the last seal."""
+
+    batches: dict[str, Batch] = field(default_factory=dict)
+    callbacks: list[AfterFlush] = field(default_factory=list)
+    rows: int = 0
+    first_added: float | None = None
+
+
+class BatchingSink:
+    def __init__(
+        self,
+        writer: Writer,
+        tables: Sequence[TableSpec],
+        *,
+        max_rows: int,
+        max_age_s: float,
+        max_backoff_s: float = 30.0,
+        observer: SinkObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writer = writer
+        self._tables = {spec.name: spec for spec in tables}
+        self._max_rows = max_rows
+        self._max_age_s = max_age_s
+        self._max_backoff_s = max_backoff_s
+        self._observer = observer or _NoObserver()
+        self._clock = clock
+        self._current = _Generation()
+        self._flush_lock = asyncio.Lock()
+        self._closed = False
+        self.failing = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending_rows(self) -> int:
+        return self._current.rows
+
+    def add(self, table: str, row: Sequence[Any]) -> None:
+        """Buffer one row (no I/O). Call `maybe_flush` after a group of adds."""
+        if self._closed:
+            raise SinkClosedError(f"sink closed; cannot add to {table}")
+        generation = self._current
+        batch = generation.batches.get(table)
+        if batch is None:
+            spec = self._tables[table]
+            batch = generation.batches[table] = Batch(spec.name, spec.columns, spec.key_columns)
+        batch.append(row)
+        generation.rows += 1
+        if generation.first_added is None:
+            generation.first_added = self._clock()
+
+    def after_flush(self, callback: AfterFlush) -> None:
+        """Run `callback` once every row added so far has been written."""
+        self._current.callbacks.append(callback)
+
+    def due(self) -> bool:
+        generation = self._current
+        if generation.rows >= self._max_rows:
+            return True
+        if generation.first_added is None:
+            return bool(generation.callbacks)
+        return self._clock() - generation.first_added >= self._max_age_s
+
+    async def maybe_flush(self) -> None:
+        """Flush when the buffer is full or old enough; wait if a flush is already running
+        and the buffer is full (backpressure)."""
+        if self.due():
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered so far, retrying until it is durable, then run callbacks."""
+        async with self._flush_lock:
+            generation, self._current = self._current, _Generation()
+            self._observer.on_pending(0)
+            for batch in generation.batches.values():
+                if len(batch):
+                    await self._write_until_done(batch)
+            for callback in generation.callbacks:
+                await callback()
+
+    async def close(self) -> None:
+        """Flush what is left and refuse further rows."""
+        await self.flush()
+        self._closed = True
+
+    async def _write_until_done(self, batch: Batch) -> None:
+        backoff = 0.1
+        while True:
+            started = self._clock()
+            try:
+                await self._writer.write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any store failure: keep the batch, wait, retry
+                self.failing = True
+                self._observer.on_error(batch.table, exc)
+                log.warning(
+                    "writing %d rows to %s failed (%s); retrying in %.1fs",
+                    len(batch),
+                    batch.table,
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                continue
+            self.failing = False
+            self._observer.on_flushed(batch.table, len(batch), self._clock() - started)
+            return

@@ -1,0 +1,110 @@
+"""Shared pieces of the integration tests: worker environments, producing, reading the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from journeystream.config import Settings
+from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.store import StoreTarget
+from journeystream.supervise import WorkerProcess
+from tests.conftest import free_port
+
+
+def worker_env(bootstrap: str, name: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """Settings for a worker isolated from every other test: own topics, group and store."""
+    env = {
+        "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "JOURNEYSTREAM_APP_ID": name,
+        "JOURNEYSTREAM_TOPIC_INTERACTIONS": f"{name}.interactions",
+        "JOURNEYSTREAM_TOPIC_REJECTED": f"{name}.rejected",
+        "JOURNEYSTREAM_TOPIC_JOURNEYS": f"{name}.journeys",
+        "JOURNEYSTREAM_TOPIC_IRRITANTS": f"{name}.irritants",
+        "JOURNEYSTREAM_TOPIC_ALERTS": f"{name}.alerts",
+        "JOURNEYSTREAM_DATA_DIR": str(data_dir),
+        "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
+        "JOURNEYSTREAM_PARTITIONS": "4",
+        "JOURNEYSTREAM_LOG_LEVEL": "warn",
+    }
+    env.update({f"JOURNEYSTREAM_{key.upper()}": value for key, value in extra.items()})
+    return env
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_request_size=2_000_000
+    )
+    await producer.start()
+    count = 0
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+            count += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
+    """Read a topic from the start until `expected` messages arrived (or the timeout)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+        # a short grace read: more than expected must show up as a failure, not be missed
+        for partition_records in (await consumer.getmany(timeout_ms=1000)).values():
+            records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_sink_rows(worker: WorkerProcess, expected: Mapping[str, int], timeout: float = 240.0) -> None:
+    from journeystream.supervise import metric_sum
+
+    def done() -> bool:
+        metrics = worker.metrics()
+        return all(
+            metric_sum(metrics, "journeystream_sink_rows_total", table=t) >= n for t, n in expected.items()
+        )
+
+    wait_for(done, timeout, f"sink rows {dict(expected)}")
+
+
+def query(env: Mapping[str, str], sql: str) -> list[tuple[Any, ...]]:
+    """Run one query against the worker's store (the worker must be stopped: chDB locks its path)."""
+    settings = Settings.from_env(env)
+    writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+    try:
+        rows: list[tuple[Any, ...]] = writer.call(
+            lambda client: client.query(sql.replace("{db}", writer.database)).result_rows
+        )
+        return rows
+    finally:
+        writer.close()
