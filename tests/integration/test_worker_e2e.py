@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from journeystream.simulate import SimConfig, generate
 
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
+from journeystream.simulate import SimConfig, generate
 from journeystream.supervise import WorkerProcess, metric_sum
 from tests.integration.helpers import consume_all, produce, query, wait_for_sink_rows, worker_env
 
