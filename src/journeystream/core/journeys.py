@@ -1,0 +1,645 @@
+"""The journey engine: customer-keyed, event-time ordered, deterministic (SPEC §2).
+
+It receives items for customer keys (events with their resolved key, merge requests sent
+to anonymous keys at login) and watermarks from its upstream sources. Items are applied
+per customer in event-time order; journey deadlines fire once the watermark has passed
+them. Every decision is a pure function of the items and watermarks, so replaying the
+same input gives the same facts and the same ids.
+
+Login merges cross partitions: the anonymous key's owner receives a MergeRequest at the
+login's time, hands its state over in a MergePayload addressed to the customer, and
+forwards any later item; the customer holds its items from the login on until the payload
+is there. The result does not depend on when the payload arrives.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from journeystream.core import irritants as rules
+from journeystream.core.config import RulesConfig
+from journeystream.core.events import Event
+from journeystream.core.facts import (
+    UNKNOWN_SEGMENT,
+    UNSPECIFIED,
+    AppliedEvent,
+    Fact,
+    Irritant,
+    JourneyClosed,
+    JourneyRecord,
+    JourneyStarted,
+    SessionEnded,
+)
+from journeystream.core.ids import irritant_id, journey_id
+from journeystream.core.state import CustomerState, JourneyState, Session, event_from_list, event_to_list
+from journeystream.core.timeline import Timeline
+
+FAR_FUTURE = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedEvent:
+    """An event for a resolved customer key; a login carries the anonymous key to merge."""
+
+    key: str
+    event: Event
+    merge_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRequest:
+    """To an anonymous key: hand your state over to `into` as of the login at `at`."""
+
+    key: str
+    into: str
+    at: int
+    login_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergePayload:
+    """To a customer key: the state of anonymous key `source` (None if it had none)."""
+
+    key: str
+    source: str
+    state: bytes | None
+
+
+Item = KeyedEvent | MergeRequest
+Message = KeyedEvent | MergePayload  # what the engine sends to other customer keys
+
+
+def item_time(item: Item) -> int:
+    return item.event.occurred_at if isinstance(item, KeyedEvent) else item.at
+
+
+@dataclass(slots=True)
+class Output:
+    facts: list[Fact] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+class JourneyEngine:
+    """The customer-keyed stage for one partition (or for everything, in a replay)."""
+
+    def __init__(
+        self,
+        config: RulesConfig,
+        sources: Iterable[str],
+        load: Callable[[str], bytes | None] = lambda key: None,
+    ) -> None:
+        self.config = config
+        self.timeline: Timeline[Item] = Timeline(sources)
+        self._load = load
+        self._customers: dict[str, CustomerState] = {}
+        self._dirty: set[str] = set()
+        self._wakeups: list[tuple[int, str]] = []
+        self._wake_at: dict[str, int] = {}
+        self._touched: dict[str, JourneyState] = {}
+        self._out = Output()
+        self.late_events = 0
+        self.duplicates = 0
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def push(self, item: Item) -> None:
+        """An item read from the customer-keyed stream."""
+        if not self.timeline.push(item_time(item), item):
+            self._apply_item(item, late=True)
+
+    def observe(self, source: str, watermark: int) -> None:
+        """A watermark announced by an upstream partition: apply what is now in order."""
+        if not self.timeline.observe(source, watermark):
+            return
+        for _, item in self.timeline.release():
+            self._apply_item(item, late=False)
+        self._fire_wakeups(self.timeline.watermark)
+
+    def receive_payload(self, payload: MergePayload) -> None:
+        """A merge payload: applied on arrival (the waiting customer holds its items)."""
+        state = self._customer(payload.key)
+        if payload.source in state.merged_from:
+            return  # delivered twice (a replay after a crash): merged already
+        if state.awaiting == payload.source:
+            self._merge(state, payload.source, payload.state)
+            self._release_held(state)
+        else:
+            state.pending_payloads[payload.source] = _as_text(payload.state)
+        self._changed(state)
+
+    def restore(self, key: str, raw: bytes) -> None:
+        """Index a stored customer (after a restart) so its deadlines fire."""
+        state = CustomerState.from_bytes(raw)
+        self._customers[key] = state
+        self._schedule(state)
+
+    # ---- outputs ------------------------------------------------------------------------
+
+    def drain(self) -> Output:
+        """Facts and messages produced since the last drain; journey records at their
+        latest version (one per journey touched)."""
+        out, self._out = self._out, Output()
+        out.facts.extend(journey.record() for journey in self._touched.values())
+        self._touched.clear()
+        return out
+
+    def drain_messages(self) -> list[Message]:
+        """Only the messages (merge payloads, forwarded items) produced so far."""
+        messages, self._out.messages = self._out.messages, []
+        return messages
+
+    def dirty_states(self) -> dict[str, bytes | None]:
+        """Serialized state of every customer changed since the last call (None = delete)."""
+        snapshot: dict[str, bytes | None] = {}
+        for key in self._dirty:
+            state = self._customers.get(key)
+            snapshot[key] = state.to_bytes() if state is not None else None
+        self._dirty.clear()
+        return snapshot
+
+    def open_journeys(self) -> int:
+        return sum(len(state.journeys) for state in self._customers.values())
+
+    def customer(self, key: str) -> CustomerState | None:
+        """Read access for tests and diagnostics."""
+        state = self._customers.get(key)
+        if state is None:
+            raw = self._load(key)
+            return CustomerState.from_bytes(raw) if raw is not None else None
+        return state
+
+    # ---- items --------------------------------------------------------------------------
+
+    def _apply_item(self, item: Item, late: bool) -> None:
+        state = self._customer(item.key)
+        if state.merged_into is not None and isinstance(item, KeyedEvent):
+            # this anonymous key was merged at login: the item belongs to the customer now
+            self._out.messages.append(KeyedEvent(state.merged_into, item.event, item.merge_from))
+            return
+        if state.awaiting is not None:
+            state.held.append(_encode_item(item, late))
+            self._changed(state)
+            return
+        self._fire_due(state, item_time(item))
+        if isinstance(item, MergeRequest):
+            self._hand_over(state, item)
+        else:
+            self._apply_event(state, item, late)
+        self._changed(state)
+
+    def _apply_event(self, state: CustomerState, item: KeyedEvent, late: bool) -> None:
+        event = item.event
+        if event.event_id in state.seen:
+            self.duplicates += 1
+            return
+        if item.merge_from is not None and item.merge_from not in state.merged_from:
+            payload = state.pending_payloads.pop(item.merge_from, _MISSING)
+            if payload is _MISSING:
+                # the login waits for the anonymous history; it is applied right after the merge
+                state.awaiting = item.merge_from
+                state.held.append(_encode_item(item, late))
+                return
+            self._merge(state, item.merge_from, _as_bytes(payload))
+        state.seen[event.event_id] = event.occurred_at
+        self.late_events += late
+        self._apply_to_journey(state, event, late)
+
+    def _apply_to_journey(self, state: CustomerState, event: Event, late: bool) -> None:
+        config, t = self.config, event.occurred_at
+        if event.segment is not None:
+            state.segment = event.segment
+        segment = event.segment or state.segment or UNKNOWN_SEGMENT
+        name = event.journey or self._most_recent_journey(state) or UNSPECIFIED
+        journey = state.journeys.get(name) or self._open(state, name, event, segment)
+        self._count_event(state, journey, event, segment)
+        self._raise_irritants(state, journey, event, segment)
+        if event.channel in config.kinds.digital:
+            state.digital.append((t, name, event.event_id))
+            self._track_session(state, event, name, segment)
+        if rules.is_inbound_assisted_contact(event, config):
+            state.contacts.append((t, name, event.event_id))
+        state.latest = max(state.latest, t)
+        self._out.facts.append(AppliedEvent(event, state.key, journey.journey_id, name, segment, late))
+        if event.type == "journey_complete":
+            self._close(state, journey, "completed", t)
+        elif event.type == "journey_cancel":
+            self._close(state, journey, "cancelled", t)
+
+    def _open(self, state: CustomerState, name: str, event: Event, segment: str) -> JourneyState:
+        journey = JourneyState(
+            journey_id=journey_id(state.key, name, event.event_id),
+            journey=name,
+            customer_key=state.key,
+            segment=segment,
+            started_at=event.occurred_at,
+            last_event_at=event.occurred_at,
+            first_channel=event.channel,
+            last_channel=event.channel,
+            channels=[],
+        )
+        state.journeys[name] = journey
+        self._out.facts.append(
+            JourneyStarted(journey.journey_id, name, segment, event.channel, event.occurred_at)
+        )
+        return journey
+
+    def _count_event(self, state: CustomerState, journey: JourneyState, event: Event, segment: str) -> None:
+        if journey.event_count and event.channel != journey.last_channel:
+            journey.channel_switches += 1
+        if event.channel not in journey.channels:
+            journey.channels.append(event.channel)
+        journey.event_count += 1
+        journey.last_channel = event.channel
+        journey.last_event_at = max(journey.last_event_at, event.occurred_at)
+        journey.segment = segment
+        state.touch += 1
+        journey.touched = state.touch
+        if event.type in ("journey_start", "journey_step"):
+            journey.last_process_at = max(journey.last_process_at or event.occurred_at, event.occurred_at)
+        if rules.is_inbound_assisted_contact(event, self.config):
+            journey.inbound_contacts += 1
+        elif event.type == "contact_abandoned":
+            journey.contacts_abandoned += 1
+        elif event.type == "complaint":
+            journey.complaints += 1
+        self._bump(journey)
+
+    def _raise_irritants(
+        self, state: CustomerState, journey: JourneyState, event: Event, segment: str
+    ) -> None:
+        config, name = self.config, journey.journey
+        after_web = rules.repeat_contact_after_web(event, name, state.digital, config)
+        if after_web is not None:
+            self._irritant(
+                state,
+                journey,
+                "repeat_contact_after_web",
+                event,
+                segment,
+                {"gap_ms": event.occurred_at - after_web[0]},
+                after_web[2],
+            )
+        repeated = rules.repeat_contact(event, name, state.contacts, config)
+        if repeated is not None:
+            journey.repeat_contacts += 1
+            self._irritant(
+                state,
+                journey,
+                "repeat_contact",
+                event,
+                segment,
+                {"gap_ms": event.occurred_at - repeated[0]},
+                repeated[2],
+            )
+        wait = rules.long_wait(event, config)
+        if wait is not None:
+            journey.long_waits += 1
+            self._irritant(state, journey, "long_wait", event, segment, wait)
+        if event.type == "contact_abandoned":
+            self._irritant(
+                state,
+                journey,
+                "contact_abandoned",
+                event,
+                segment,
+                {"wait_s": event.attributes.get("wait_s")},
+            )
+        elif event.type == "complaint":
+            self._irritant(
+                state, journey, "complaint", event, segment, {"reason": event.attributes.get("reason")}
+            )
+        for kind, details in (
+            ("detractor", rules.detractor(event)),
+            ("high_effort", rules.high_effort(event)),
+        ):
+            if details is not None:
+                self._irritant(state, journey, kind, event, segment, details)
+
+    def _irritant(
+        self,
+        state: CustomerState,
+        journey: JourneyState,
+        kind: str,
+        event: Event,
+        segment: str,
+        details: dict[str, Any],
+        earlier_event_id: str | None = None,
+    ) -> None:
+        ids = (event.event_id,) if earlier_event_id is None else (event.event_id, earlier_event_id)
+        journey.irritant_count += 1
+        self._bump(journey)
+        self._out.facts.append(
+            Irritant(
+                irritant_id(kind, event.event_id),
+                kind,
+                state.key,
+                journey.journey_id,
+                journey.journey,
+                segment,
+                event.channel,
+                event.occurred_at,
+                ids,
+                details,
+            )
+        )
+
+    def _track_session(self, state: CustomerState, event: Event, journey: str, segment: str) -> None:
+        if event.session_id is None:
+            return
+        session = state.sessions.get(event.session_id)
+        if session is None:
+            state.sessions[event.session_id] = Session(
+                event.session_id, event.channel, journey, segment, event.occurred_at, event.occurred_at, 1
+            )
+            return
+        session.event_count += 1
+        session.last_at = max(session.last_at, event.occurred_at)
+
+    # ---- deadlines ----------------------------------------------------------------------
+
+    def _fire_wakeups(self, watermark: int) -> None:
+        wakeups = self._wakeups
+        while wakeups and wakeups[0][0] < watermark:
+            due, key = heapq.heappop(wakeups)
+            if self._wake_at.get(key) != due:
+                continue  # superseded by a later schedule
+            del self._wake_at[key]
+            state = self._customer(key)
+            if state.awaiting is None:
+                self._fire_due(state, watermark)
+                self._changed(state)
+                if self._wake_at.get(key, FAR_FUTURE) < watermark:
+                    raise AssertionError(f"wakeup of {key!r} did not move past the watermark")
+
+    def _fire_due(self, state: CustomerState, before: int) -> None:
+        """Everything of this customer due strictly before `before`, in time order: journey
+        deadlines (abandoned / expired), session ends, and pruning of old history."""
+        while True:
+            due, journey = self._next_journey_deadline(state)
+            if journey is None or due >= before:
+                break
+            status = "abandoned" if journey.last_process_at is not None else "expired"
+            self._close(state, journey, status, due)
+            if status == "abandoned":
+                self._irritant_abandonment(state, journey, due)
+        for session in [
+            s for s in state.sessions.values() if s.last_at + self.config.session_timeout_ms < before
+        ]:
+            del state.sessions[session.session_id]
+            self._out.facts.append(
+                SessionEnded(
+                    session.session_id,
+                    state.key,
+                    session.journey,
+                    session.segment,
+                    session.channel,
+                    session.first_at,
+                    session.event_count,
+                )
+            )
+        self._prune(state, before)
+        if state.merged_into is not None and state.latest + self.config.idle_timeout_ms < before:
+            state.merged_into = None  # stragglers are no longer expected: forget the tombstone
+
+    def _next_journey_deadline(self, state: CustomerState) -> tuple[int, JourneyState | None]:
+        best: tuple[int, JourneyState | None] = (FAR_FUTURE, None)
+        for journey in state.journeys.values():
+            due = self._deadline(journey)
+            if due < best[0]:
+                best = (due, journey)
+        return best
+
+    def _deadline(self, journey: JourneyState) -> int:
+        if journey.last_process_at is not None:
+            return journey.last_process_at + self.config.abandon_after_ms
+        return journey.last_event_at + self.config.idle_timeout_ms
+
+    def _irritant_abandonment(self, state: CustomerState, journey: JourneyState, at: int) -> None:
+        self._out.facts.append(
+            Irritant(
+                irritant_id("abandonment", journey.journey_id),
+                "abandonment",
+                state.key,
+                journey.journey_id,
+                journey.journey,
+                journey.segment,
+                journey.last_channel,
+                at,
+                (),
+                {"deadline": at},
+            )
+        )
+
+    def _close(self, state: CustomerState, journey: JourneyState, status: str, at: int) -> None:
+        journey.status = status
+        journey.ended_at = at
+        if status == "abandoned":
+            journey.irritant_count += 1
+        self._bump(journey)
+        del state.journeys[journey.journey]
+        self._out.facts.append(
+            JourneyClosed(
+                journey.journey_id,
+                journey.journey,
+                journey.segment,
+                journey.last_channel,
+                status,
+                at,
+                len(journey.channels),
+                journey.inbound_contacts,
+            )
+        )
+
+    def _prune(self, state: CustomerState, before: int) -> None:
+        config = self.config
+        state.digital = [h for h in state.digital if h[0] >= before - config.web_to_contact_window_ms]
+        state.contacts = [h for h in state.contacts if h[0] >= before - config.repeat_contact_window_ms]
+        horizon = before - config.dedup_window_ms
+        if any(t < horizon for t in state.seen.values()):
+            state.seen = {event_id: t for event_id, t in state.seen.items() if t >= horizon}
+
+    def _next_wakeup(self, state: CustomerState) -> int:
+        config = self.config
+        candidates = [self._deadline(j) for j in state.journeys.values()]
+        candidates += [s.last_at + config.session_timeout_ms for s in state.sessions.values()]
+        if state.digital:
+            candidates.append(state.digital[0][0] + config.web_to_contact_window_ms)
+        if state.contacts:
+            candidates.append(state.contacts[0][0] + config.repeat_contact_window_ms)
+        if state.seen:
+            candidates.append(min(state.seen.values()) + config.dedup_window_ms)
+        if state.merged_into is not None:
+            candidates.append(state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
+        return min(candidates) if candidates else FAR_FUTURE
+
+    def _schedule(self, state: CustomerState) -> None:
+        due = self._next_wakeup(state)
+        if due == FAR_FUTURE:
+            self._wake_at.pop(state.key, None)
+            return
+        if self._wake_at.get(state.key) != due:
+            self._wake_at[state.key] = due
+            heapq.heappush(self._wakeups, (due, state.key))
+
+    # ---- login merges -------------------------------------------------------------------
+
+    def _hand_over(self, state: CustomerState, request: MergeRequest) -> None:
+        """At the login's time: send this anonymous key's state to the customer, keep a
+        tombstone that forwards later items."""
+        # merged before (a repeated login): nothing is left to hand over
+        payload = None if state.merged_into is not None else _handover_bytes(state)
+        self._out.messages.append(MergePayload(request.into, state.key, payload))
+        _become_tombstone(state, request.into, request.at)
+
+    def _merge(self, state: CustomerState, source: str, payload: bytes | None) -> None:
+        state.merged_from.append(source)
+        if payload is None:
+            return
+        anonymous = CustomerState.from_bytes(payload)
+        for journey in sorted(anonymous.journeys.values(), key=lambda j: (j.last_event_at, j.touched)):
+            self._adopt(state, journey)
+        state.digital = sorted(state.digital + anonymous.digital)
+        state.contacts = sorted(state.contacts + anonymous.contacts)
+        state.seen.update(anonymous.seen)
+        for session in anonymous.sessions.values():
+            state.sessions.setdefault(session.session_id, session)
+        if state.segment is None:
+            state.segment = anonymous.segment
+        state.latest = max(state.latest, anonymous.latest)
+
+    def _adopt(self, state: CustomerState, journey: JourneyState) -> None:
+        journey.customer_key = state.key
+        state.touch += 1
+        journey.touched = state.touch
+        existing = state.journeys.get(journey.journey)
+        if existing is None:
+            state.journeys[journey.journey] = journey
+            self._bump(journey)
+            return
+        # both sides have it open: one journey under the earlier-started id (SPEC §2)
+        kept, absorbed = sorted((existing, journey), key=lambda j: (j.started_at, j.journey_id))
+        _combine(kept, absorbed)
+        absorbed.status, absorbed.ended_at = "merged", max(kept.last_event_at, absorbed.last_event_at)
+        self._bump(absorbed)
+        state.journeys[kept.journey] = kept
+        self._bump(kept)
+
+    def _release_held(self, state: CustomerState) -> None:
+        state.awaiting = None
+        held, state.held = state.held, []
+        for position, encoded in enumerate(held):
+            item, late = _decode_item(encoded)
+            self._apply_item(item, late)
+            if state.awaiting is not None:
+                # a second login among the held items waits in turn; the rest stays behind it
+                state.held.extend(held[position + 1 :])
+                return
+        if self.timeline.watermark > state.latest:
+            self._fire_due(state, self.timeline.watermark)
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def _customer(self, key: str) -> CustomerState:
+        state = self._customers.get(key)
+        if state is None:
+            raw = self._load(key)
+            state = CustomerState.from_bytes(raw) if raw is not None else CustomerState(key)
+            self._customers[key] = state
+        return state
+
+    def _changed(self, state: CustomerState) -> None:
+        self._dirty.add(state.key)
+        if state.is_empty():
+            del self._customers[state.key]
+            self._wake_at.pop(state.key, None)
+            return
+        self._schedule(state)
+
+    def _bump(self, journey: JourneyState) -> None:
+        journey.version += 1
+        journey.effort_score = rules.effort_score(
+            journey.inbound_contacts,
+            journey.channel_switches,
+            journey.contacts_abandoned,
+            journey.long_waits,
+            journey.repeat_contacts,
+            journey.complaints,
+            self.config,
+        )
+        self._touched[journey.journey_id] = journey
+
+    def _most_recent_journey(self, state: CustomerState) -> str | None:
+        if not state.journeys:
+            return None
+        return max(state.journeys.values(), key=lambda j: (j.last_event_at, j.touched)).journey
+
+
+def _combine(kept: JourneyState, absorbed: JourneyState) -> None:
+    kept.started_at = min(kept.started_at, absorbed.started_at)
+    kept.last_event_at = max(kept.last_event_at, absorbed.last_event_at)
+    kept.event_count += absorbed.event_count
+    kept.channels += [c for c in absorbed.channels if c not in kept.channels]
+    kept.channel_switches += absorbed.channel_switches
+    kept.inbound_contacts += absorbed.inbound_contacts
+    kept.contacts_abandoned += absorbed.contacts_abandoned
+    kept.long_waits += absorbed.long_waits
+    kept.repeat_contacts += absorbed.repeat_contacts
+    kept.complaints += absorbed.complaints
+    kept.irritant_count += absorbed.irritant_count
+    if absorbed.last_process_at is not None:
+        kept.last_process_at = max(kept.last_process_at or absorbed.last_process_at, absorbed.last_process_at)
+    kept.version = max(kept.version, absorbed.version)
+
+
+def _become_tombstone(state: CustomerState, into: str, at: int) -> None:
+    """What is left of an anonymous key once merged: where to forward later items."""
+    state.journeys, state.digital, state.contacts, state.seen, state.sessions = {}, [], [], {}, {}
+    state.held, state.pending_payloads, state.awaiting = [], {}, None
+    state.merged_into = into
+    state.latest = max(state.latest, at)
+
+
+def _handover_bytes(state: CustomerState) -> bytes | None:
+    if not (state.journeys or state.digital or state.contacts or state.seen or state.sessions):
+        return None
+    return state.to_bytes()
+
+
+_MISSING: Any = object()
+
+
+def _as_text(payload: bytes | None) -> str | None:
+    """Payloads are JSON (UTF-8): kept as text inside the JSON state."""
+    return None if payload is None else payload.decode()
+
+
+def _as_bytes(payload: str | None) -> bytes | None:
+    return None if payload is None else payload.encode()
+
+
+def _encode_item(item: Item, late: bool) -> list[Any]:
+    if isinstance(item, KeyedEvent):
+        return ["e", item.key, event_to_list(item.event), item.merge_from, late]
+    return ["m", item.key, item.into, item.at, item.login_event_id, late]
+
+
+def _decode_item(data: list[Any]) -> tuple[Item, bool]:
+    if data[0] == "e":
+        return KeyedEvent(data[1], event_from_list(data[2]), data[3]), bool(data[4])
+    return MergeRequest(data[1], data[2], data[3], data[4]), bool(data[5])
+
+
+__all__ = [
+    "Item",
+    "JourneyEngine",
+    "JourneyRecord",
+    "KeyedEvent",
+    "MergePayload",
+    "MergeRequest",
+    "Message",
+    "Output",
+    "item_time",
+]

@@ -1,0 +1,229 @@
+"""Per-customer state of the journey engine, and its compact serialized form.
+
+One `CustomerState` per customer key holds the customer's open journeys, the recent history
+the irritant rules look back on, the event ids already applied (deduplication), open digital
+sessions, and the bookkeeping of login merges. It is stored as one value per key in a
+changelog-backed table, so it must stay small: times are integer ms, histories are pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from journeystream.core.events import Event
+from journeystream.core.facts import JourneyRecord
+
+FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class JourneyState:
+    journey_id: str
+    journey: str
+    customer_key: str
+    segment: str
+    started_at: int
+    last_event_at: int
+    first_channel: str
+    last_channel: str
+    channels: list[str]
+    status: str = "open"
+    ended_at: int | None = None
+    event_count: int = 0
+    channel_switches: int = 0
+    inbound_contacts: int = 0
+    contacts_abandoned: int = 0
+    long_waits: int = 0
+    repeat_contacts: int = 0
+    complaints: int = 0
+    irritant_count: int = 0
+    last_process_at: int | None = None  # last journey_start / journey_step
+    touched: int = 0  # customer-local order of last activity ("most recently active")
+    version: int = 0
+    effort_score: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.journey_id,
+            self.journey,
+            self.customer_key,
+            self.segment,
+            self.started_at,
+            self.last_event_at,
+            self.first_channel,
+            self.last_channel,
+            self.channels,
+            self.status,
+            self.ended_at,
+            self.event_count,
+            self.channel_switches,
+            self.inbound_contacts,
+            self.contacts_abandoned,
+            self.long_waits,
+            self.repeat_contacts,
+            self.complaints,
+            self.irritant_count,
+            self.last_process_at,
+            self.touched,
+            self.version,
+            self.effort_score,
+        ]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> JourneyState:
+        return cls(*data)
+
+    def record(self) -> JourneyRecord:
+        return JourneyRecord(
+            journey_id=self.journey_id,
+            customer_key=self.customer_key,
+            journey=self.journey,
+            segment=self.segment,
+            status=self.status,
+            started_at=self.started_at,
+            last_event_at=self.last_event_at,
+            ended_at=self.ended_at,
+            event_count=self.event_count,
+            channels=tuple(self.channels),
+            channel_switches=self.channel_switches,
+            inbound_contacts=self.inbound_contacts,
+            irritant_count=self.irritant_count,
+            effort_score=self.effort_score,
+            version=self.version,
+            first_channel=self.first_channel,
+            last_channel=self.last_channel,
+        )
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    channel: str
+    journey: str
+    segment: str
+    first_at: int
+    last_at: int
+    event_count: int
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.session_id,
+            self.channel,
+            self.journey,
+            self.segment,
+            self.first_at,
+            self.last_at,
+            self.event_count,
+        ]
+
+
+@dataclass(slots=True)
+class CustomerState:
+    key: str
+    segment: str | None = None
+    journeys: dict[str, JourneyState] = field(default_factory=dict)  # open journeys by name
+    digital: list[tuple[int, str, str]] = field(default_factory=list)  # (time, journey, event id), digital
+    contacts: list[tuple[int, str, str]] = field(default_factory=list)  # inbound assisted contact_starts
+    seen: dict[str, int] = field(default_factory=dict)  # applied event id -> event time
+    sessions: dict[str, Session] = field(default_factory=dict)
+    touch: int = 0
+    latest: int = -(2**62)  # highest event time applied
+    merged_from: list[str] = field(default_factory=list)  # anonymous keys already merged in
+    awaiting: str | None = None  # anonymous key whose merge payload the login waits for
+    held: list[Any] = field(default_factory=list)  # items held while awaiting (encoded)
+    pending_payloads: dict[str, Any] = field(default_factory=dict)  # payloads that came before the login
+    merged_into: str | None = None  # set on an anonymous key once merged: later items are forwarded
+
+    def is_empty(self) -> bool:
+        return not (
+            self.journeys
+            or self.digital
+            or self.contacts
+            or self.seen
+            or self.sessions
+            or self.held
+            or self.pending_payloads
+            or self.awaiting
+            or self.merged_into
+        )
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [
+                FORMAT_VERSION,
+                self.key,
+                self.segment,
+                [j.to_list() for j in self.journeys.values()],
+                self.digital,
+                self.contacts,
+                self.seen,
+                [s.to_list() for s in self.sessions.values()],
+                self.touch,
+                self.latest,
+                self.merged_from,
+                self.awaiting,
+                self.held,
+                self.pending_payloads,
+                self.merged_into,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CustomerState:
+        data = orjson.loads(raw)
+        if data[0] != FORMAT_VERSION:
+            raise ValueError(f"customer state format {data[0]} is not {FORMAT_VERSION}")
+        journeys = [JourneyState.from_list(j) for j in data[3]]
+        sessions = [Session(*s) for s in data[7]]
+        return cls(
+            key=data[1],
+            segment=data[2],
+            journeys={j.journey: j for j in journeys},
+            digital=[(t, n, i) for t, n, i in data[4]],
+            contacts=[(t, n, i) for t, n, i in data[5]],
+            seen=data[6],
+            sessions={s.session_id: s for s in sessions},
+            touch=data[8],
+            latest=data[9],
+            merged_from=data[10],
+            awaiting=data[11],
+            held=data[12],
+            pending_payloads=data[13],
+            merged_into=data[14],
+        )
+
+
+def event_to_list(event: Event) -> list[Any]:
+    """An Event as a JSON-able list (for internal topics and held items)."""
+    return [
+        event.event_id,
+        event.occurred_at,
+        event.channel,
+        event.type,
+        event.customer_id,
+        event.anonymous_id,
+        event.journey,
+        event.segment,
+        event.session_id,
+        event.agent_id,
+        event.attributes,
+    ]
+
+
+def event_from_list(data: list[Any]) -> Event:
+    return Event(
+        event_id=data[0],
+        occurred_at=data[1],
+        channel=data[2],
+        type=data[3],
+        customer_id=data[4],
+        anonymous_id=data[5],
+        journey=data[6],
+        segment=data[7],
+        session_id=data[8],
+        agent_id=data[9],
+        attributes=data[10],
+    )
