@@ -1,0 +1,617 @@
+"""KPI counting (SPEC §3): per event-time minute × channel × journey × segment counters,
+their merge and roll-up to any window, and the derived rates that alert rules use.
+
+Shaped like a windowed aggregator (init / add / merge / result): `contributions` turns one
+fact into counter increments for one cell, `KpiAccumulator` applies them (plus the distinct
+customer sets, which are not plain sums), `merge` and `rollup` combine cells, and the rate
+functions and `METRICS` compute results. Windows are half-open, [start, end), in integer
+epoch milliseconds (UTC). Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from journeystream.core.events import ChannelKinds
+from journeystream.core.facts import (
+    IRRITANT_KINDS,
+    AppliedEvent,
+    Fact,
+    Irritant,
+    JourneyClosed,
+    JourneyStarted,
+    SessionEnded,
+)
+
+MINUTE_MS: Final = 60_000
+
+CellKey = tuple[int, str, str, str]
+"""(minute start ms, channel, journey, segment)."""
+
+# Upper bounds (seconds, inclusive like Prometheus `le`) of the wait-time histogram buckets.
+# 300 is a bound so the long_wait irritant (wait_s > 300) lines up with a bucket edge.
+WAIT_BUCKETS_S: Final[tuple[float, ...]] = (0, 10, 20, 30, 60, 120, 180, 300, 600, 1200, math.inf)
+WAIT_BUCKET_PREFIX: Final = "wait_bucket_"
+"""Contribution field name prefix for one histogram bucket: `wait_bucket_3` is wait_buckets[3]."""
+
+CLOSED_STATUSES: Final = ("completed", "cancelled", "abandoned", "expired")
+
+
+def minute_of(ms: int) -> int:
+    """Start of the UTC minute holding `ms` (floors, also for times before 1970)."""
+    return ms - ms % MINUTE_MS
+
+
+def _empty_buckets() -> list[int]:
+    return [0] * len(WAIT_BUCKETS_S)
+
+
+@dataclass(slots=True)
+class KpiCounts:
+    """Every §3 counter of one cell, or of a roll-up of cells.
+
+    `customers` is the number of distinct customers *within one minute cell*. It is not
+    summable: merging or rolling up cells adds the per-cell numbers, so a customer active in
+    three minutes counts three times. That is why it is not in `METRICS`.
+    `wait_buckets[i]` counts waits w with WAIT_BUCKETS_S[i-1] < w <= WAIT_BUCKETS_S[i]
+    (non-cumulative), so histograms merge by adding and quantiles are estimated afterwards.
+    """
+
+    events: int = 0
+    customers: int = 0
+    journeys_started: int = 0
+    journeys_completed: int = 0
+    journeys_abandoned: int = 0
+    journeys_cancelled: int = 0
+    journeys_expired: int = 0
+    inbound_contacts: int = 0
+    contacts_answered: int = 0
+    contacts_abandoned: int = 0
+    wait_sum_s: float = 0.0
+    wait_count: int = 0
+    wait_buckets: list[int] = field(default_factory=_empty_buckets)
+    handle_sum_s: float = 0.0
+    handle_count: int = 0
+    resolved_contacts: int = 0
+    irritant_abandonment: int = 0
+    irritant_contact_abandoned: int = 0
+    irritant_repeat_contact_after_web: int = 0
+    irritant_repeat_contact: int = 0
+    irritant_long_wait: int = 0
+    irritant_complaint: int = 0
+    irritant_detractor: int = 0
+    irritant_high_effort: int = 0
+    nps_responses: int = 0
+    nps_promoters: int = 0
+    nps_detractors: int = 0
+    ces_sum: float = 0.0
+    ces_count: int = 0
+    csat_sum: float = 0.0
+    csat_count: int = 0
+    closed_journeys_multichannel: int = 0
+    completed_without_assisted: int = 0
+    digital_sessions: int = 0
+    bounced_sessions: int = 0
+    late_events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values, one key per field."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["wait_buckets"] = list(self.wait_buckets)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KpiCounts:
+        """Inverse of `as_dict`; unknown keys are errors, missing keys default to zero."""
+        unknown = set(data) - set(COUNTER_FIELDS) - {"wait_buckets"}
+        if unknown:
+            raise ValueError(f"unknown KPI fields: {sorted(unknown)}")
+        counts = cls()
+        for name in COUNTER_FIELDS:
+            if name in data:
+                kind = int if isinstance(getattr(counts, name), int) else float
+                setattr(counts, name, kind(data[name]))
+        if "wait_buckets" in data:
+            buckets = [int(n) for n in data["wait_buckets"]]
+            if len(buckets) != len(WAIT_BUCKETS_S):
+                raise ValueError(f"wait_buckets: expected {len(WAIT_BUCKETS_S)} counts, got {len(buckets)}")
+            counts.wait_buckets = buckets
+        return counts
+
+
+COUNTER_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(KpiCounts) if f.name != "wait_buckets")
+"""Every scalar counter of KpiCounts (all fields but the histogram)."""
+
+_IRRITANT_FIELDS: Final = {kind: f"irritant_{kind}" for kind in IRRITANT_KINDS}
+assert set(_IRRITANT_FIELDS.values()) <= set(COUNTER_FIELDS), "one KpiCounts field per irritant kind"
+
+
+# -- aggregator: init / add / merge --------------------------------------------------------
+
+
+def init() -> KpiCounts:
+    """A cell with every counter at zero."""
+    return KpiCounts()
+
+
+def merge(a: KpiCounts, b: KpiCounts) -> KpiCounts:
+    """A new KpiCounts adding `a` and `b` field by field (histograms bucket by bucket).
+    `customers` is added too, so after a merge it over-counts customers seen in both."""
+    merged = KpiCounts(**{name: getattr(a, name) + getattr(b, name) for name in COUNTER_FIELDS})
+    merged.wait_buckets = [x + y for x, y in zip(a.wait_buckets, b.wait_buckets, strict=True)]
+    return merged
+
+
+def apply(counts: KpiCounts, field_name: str, amount: float) -> None:
+    """Add one contribution to `counts` in place (a counter or a `wait_bucket_<i>`)."""
+    if field_name.startswith(WAIT_BUCKET_PREFIX):
+        counts.wait_buckets[int(field_name.removeprefix(WAIT_BUCKET_PREFIX))] += int(amount)
+        return
+    current = getattr(counts, field_name)
+    # Keep count fields integers: the rows written to the store are typed.
+    setattr(counts, field_name, current + (int(amount) if isinstance(current, int) else amount))
+
+
+def wait_bucket_index(wait_s: float) -> int:
+    """Index of the histogram bucket that holds `wait_s` (upper bounds inclusive)."""
+    for index, bound in enumerate(WAIT_BUCKETS_S):
+        if wait_s <= bound:
+            return index
+    return len(WAIT_BUCKETS_S) - 1  # NaN never happens (decoder), but must land somewhere
+
+
+def wait_quantile(counts: list[int] | tuple[int, ...], q: float) -> float | None:
+    """Estimate the q-quantile (0 ≤ q ≤ 1) of waits from histogram bucket counts, interpolating
+    linearly inside the bucket as Prometheus' histogram_quantile does; a quantile in the +Inf
+    bucket reports the highest finite bound. None when the histogram is empty."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"quantile must be within 0..1, got {q}")
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    cumulative = 0
+    for index, count in enumerate(counts):
+        if count > 0 and cumulative + count >= rank:
+            upper = WAIT_BUCKETS_S[index]
+            lower = WAIT_BUCKETS_S[index - 1] if index > 0 else 0.0
+            if math.isinf(upper):
+                return lower
+            return lower + (upper - lower) * (rank - cumulative) / count
+        cumulative += count
+    return WAIT_BUCKETS_S[-2]  # unreachable: rank <= total
+
+
+# -- contributions: which cell each fact counts in ----------------------------------------
+
+Contribution = tuple[CellKey, str, float]
+
+
+def contributions(fact: Fact, kinds: ChannelKinds) -> list[Contribution]:
+    """The (cell, field, amount) increments one fact makes (SPEC §3 attribution).
+    Distinct customers are not here: they need a set per cell (see KpiAccumulator)."""
+    if isinstance(fact, AppliedEvent):
+        return _event_contributions(fact, kinds)
+    if isinstance(fact, Irritant):
+        return _irritant_contributions(fact)
+    if isinstance(fact, JourneyStarted):
+        return [((minute_of(fact.at), fact.channel, fact.journey, fact.segment), "journeys_started", 1)]
+    if isinstance(fact, JourneyClosed):
+        return _closed_contributions(fact)
+    if isinstance(fact, SessionEnded):
+        return _session_contributions(fact)
+    return []  # a JourneyRecord is state, not an occurrence: its start/close facts count
+
+
+def cell_of(applied: AppliedEvent) -> CellKey:
+    """The cell of an event: its own minute and channel, its resolved journey and segment."""
+    event = applied.event
+    return (minute_of(event.occurred_at), event.channel, applied.journey, applied.segment)
+
+
+def _event_contributions(applied: AppliedEvent, kinds: ChannelKinds) -> list[Contribution]:
+    event = applied.event
+    attrs = event.attributes
+    found: list[tuple[str, float]] = [("events", 1)]
+    if applied.late:
+        found.append(("late_events", 1))
+    if event.type == "contact_start":
+        if event.channel in kinds.assisted and attrs.get("direction", "inbound") != "outbound":
+            found.append(("inbound_contacts", 1))
+    elif event.type in ("contact_answered", "contact_abandoned"):
+        found.append(("contacts_answered" if event.type == "contact_answered" else "contacts_abandoned", 1))
+        found.extend(_wait_parts(_number(attrs, "wait_s")))
+    elif event.type == "contact_end":
+        found.extend(_end_parts(attrs))
+    elif event.type == "survey":
+        found.extend(_survey_parts(attrs))
+    cell = cell_of(applied)
+    return [(cell, name, amount) for name, amount in found]
+
+
+def _wait_parts(wait_s: float | None) -> list[tuple[str, float]]:
+    if wait_s is None:
+        return []  # an answer without a wait still counts as answered, not as a wait
+    return [
+        ("wait_sum_s", wait_s),
+        ("wait_count", 1),
+        (f"{WAIT_BUCKET_PREFIX}{wait_bucket_index(wait_s)}", 1),
+    ]
+
+
+def _end_parts(attrs: dict[str, Any]) -> list[tuple[str, float]]:
+    parts: list[tuple[str, float]] = []
+    handle_s = _number(attrs, "handle_s")
+    if handle_s is not None:
+        parts += [("handle_sum_s", handle_s), ("handle_count", 1)]
+    if attrs.get("resolved") is True:
+        parts.append(("resolved_contacts", 1))
+    return parts
+
+
+def _survey_parts(attrs: dict[str, Any]) -> list[tuple[str, float]]:
+    parts: list[tuple[str, float]] = []
+    nps = _number(attrs, "nps")
+    if nps is not None:
+        parts.append(("nps_responses", 1))
+        if nps >= 9:
+            parts.append(("nps_promoters", 1))
+        elif nps <= 6:
+            parts.append(("nps_detractors", 1))
+    for score in ("ces", "csat"):
+        value = _number(attrs, score)
+        if value is not None:
+            parts += [(f"{score}_sum", value), (f"{score}_count", 1)]
+    return parts
+
+
+def _number(attrs: dict[str, Any], name: str) -> float | None:
+    value = attrs.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _irritant_contributions(irritant: Irritant) -> list[Contribution]:
+    name = _IRRITANT_FIELDS.get(irritant.kind)
+    if name is None:
+        raise ValueError(f"irritant {irritant.irritant_id}: unknown kind {irritant.kind!r}")
+    cell = (minute_of(irritant.occurred_at), irritant.channel, irritant.journey, irritant.segment)
+    return [(cell, name, 1)]
+
+
+def _closed_contributions(closed: JourneyClosed) -> list[Contribution]:
+    if closed.status not in CLOSED_STATUSES:
+        raise ValueError(f"journey {closed.journey_id}: {closed.status!r} is not a closed status")
+    cell = (minute_of(closed.at), closed.channel, closed.journey, closed.segment)
+    found: list[Contribution] = [(cell, f"journeys_{closed.status}", 1)]
+    if closed.channel_count >= 2:
+        found.append((cell, "closed_journeys_multichannel", 1))
+    if closed.status == "completed" and closed.inbound_contacts == 0:
+        found.append((cell, "completed_without_assisted", 1))
+    return found
+
+
+def _session_contributions(session: SessionEnded) -> list[Contribution]:
+    cell = (minute_of(session.at), session.channel, session.journey, session.segment)
+    found: list[Contribution] = [(cell, "digital_sessions", 1)]
+    if session.event_count == 1:
+        found.append((cell, "bounced_sessions", 1))
+    return found
+
+
+# -- accumulator ---------------------------------------------------------------------------
+
+SNAPSHOT_VERSION: Final = 1
+
+
+class KpiAccumulator:
+    """The counts of every touched cell, with the distinct customers of each cell.
+
+    `pop_dirty` returns the *full current counts* of the cells changed since its last call
+    (not deltas), so a writer can replace the stored row of each cell idempotently.
+    """
+
+    def __init__(self, kinds: ChannelKinds | None = None) -> None:
+        self.kinds = kinds if kinds is not None else ChannelKinds()
+        self._cells: dict[CellKey, KpiCounts] = {}
+        self._customers: dict[CellKey, set[str]] = {}
+        self._dirty: set[CellKey] = set()
+
+    def add(self, fact: Fact) -> None:
+        for cell, name, amount in contributions(fact, self.kinds):
+            apply(self._cell(cell), name, amount)
+        if isinstance(fact, AppliedEvent):
+            self._add_customer(cell_of(fact), fact.customer_key)
+
+    def add_many(self, facts: Iterable[Fact]) -> None:
+        for fact in facts:
+            self.add(fact)
+
+    def cells(self) -> list[tuple[CellKey, KpiCounts]]:
+        """Copies of every cell, ordered by key."""
+        return [(key, _copy(self._cells[key])) for key in sorted(self._cells)]
+
+    def pop_dirty(self) -> list[tuple[CellKey, KpiCounts]]:
+        """Copies of the cells changed since the last call, ordered by key; clears the mark."""
+        dirty = sorted(self._dirty)
+        self._dirty.clear()
+        return [(key, _copy(self._cells[key])) for key in dirty]
+
+    def evict(self, before_ms: int) -> int:
+        """Forget cells whose minute starts before `before_ms` (bounded memory); returns how
+        many. A later fact for an evicted minute starts that cell again from zero, so evict
+        only beyond the lateness still accepted."""
+        old = [key for key in self._cells if key[0] < before_ms]
+        for key in old:
+            del self._cells[key]
+            self._customers.pop(key, None)
+            self._dirty.discard(key)
+        return len(old)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain JSON-able state (for persistence); `restore` reads it back."""
+        cells = [
+            [*key, self._cells[key].as_dict(), sorted(self._customers.get(key, ()))]
+            for key in sorted(self._cells)
+        ]
+        return {
+            "version": SNAPSHOT_VERSION,
+            "cells": cells,
+            "dirty": [list(key) for key in sorted(self._dirty)],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any], kinds: ChannelKinds | None = None) -> KpiAccumulator:
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"KPI snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
+        accumulator = cls(kinds)
+        for minute, channel, journey, segment, counts, customers in data["cells"]:
+            key: CellKey = (int(minute), str(channel), str(journey), str(segment))
+            accumulator._cells[key] = KpiCounts.from_dict(counts)
+            if customers:
+                accumulator._customers[key] = {str(c) for c in customers}
+        for minute, channel, journey, segment in data["dirty"]:
+            key = (int(minute), str(channel), str(journey), str(segment))
+            if key in accumulator._cells:
+                accumulator._dirty.add(key)
+        return accumulator
+
+    def _cell(self, key: CellKey) -> KpiCounts:
+        self._dirty.add(key)
+        counts = self._cells.get(key)
+        if counts is None:
+            counts = self._cells[key] = init()
+        return counts
+
+    def _add_customer(self, key: CellKey, customer_key: str) -> None:
+        seen = self._customers.setdefault(key, set())
+        if customer_key not in seen:
+            seen.add(customer_key)
+            self._cell(key).customers = len(seen)
+
+
+def _copy(counts: KpiCounts) -> KpiCounts:
+    return merge(counts, init())
+
+
+# -- roll-up -------------------------------------------------------------------------------
+
+
+def rollup(
+    cells: Iterable[tuple[CellKey, KpiCounts]],
+    start_ms: int,
+    end_ms: int,
+    channel: str | None = None,
+    journey: str | None = None,
+    segment: str | None = None,
+) -> KpiCounts:
+    """Sum of the cells whose minute lies in [start_ms, end_ms) and that match every filter
+    given (None = any)."""
+    total = init()
+    for (minute, cell_channel, cell_journey, cell_segment), counts in cells:
+        if not start_ms <= minute < end_ms:
+            continue
+        if channel is not None and cell_channel != channel:
+            continue
+        if journey is not None and cell_journey != journey:
+            continue
+        if segment is not None and cell_segment != segment:
+            continue
+        total = merge(total, counts)
+    return total
+
+
+# -- derived rates -------------------------------------------------------------------------
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _decided(c: KpiCounts) -> int:
+    """Journeys that reached a customer decision: completed, abandoned or cancelled."""
+    return c.journeys_completed + c.journeys_abandoned + c.journeys_cancelled
+
+
+def _closed(c: KpiCounts) -> int:
+    return _decided(c) + c.journeys_expired
+
+
+def _handled(c: KpiCounts) -> int:
+    return c.contacts_answered + c.contacts_abandoned
+
+
+def abandonment_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.journeys_abandoned, _decided(c))
+
+
+def completion_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.journeys_completed, _decided(c))
+
+
+def contact_abandonment_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.contacts_abandoned, _handled(c))
+
+
+def failure_demand_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.irritant_repeat_contact_after_web, c.inbound_contacts)
+
+
+def repeat_contact_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.irritant_repeat_contact, c.inbound_contacts)
+
+
+def digital_containment(c: KpiCounts) -> float | None:
+    return _ratio(c.completed_without_assisted, c.journeys_completed)
+
+
+def cross_channel_share(c: KpiCounts) -> float | None:
+    return _ratio(c.closed_journeys_multichannel, _closed(c))
+
+
+def nps(c: KpiCounts) -> float | None:
+    return _ratio(100 * (c.nps_promoters - c.nps_detractors), c.nps_responses)
+
+
+def avg_ces(c: KpiCounts) -> float | None:
+    return _ratio(c.ces_sum, c.ces_count)
+
+
+def avg_csat(c: KpiCounts) -> float | None:
+    return _ratio(c.csat_sum, c.csat_count)
+
+
+def avg_wait_s(c: KpiCounts) -> float | None:
+    return _ratio(c.wait_sum_s, c.wait_count)
+
+
+def avg_handle_s(c: KpiCounts) -> float | None:
+    return _ratio(c.handle_sum_s, c.handle_count)
+
+
+def bounce_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.bounced_sessions, c.digital_sessions)
+
+
+def long_wait_rate(c: KpiCounts) -> float | None:
+    return _ratio(c.irritant_long_wait, _handled(c))
+
+
+# -- metric registry (what alert rules may name) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A number computed from KpiCounts. A rate is numerator / denominator and has no value
+    when the denominator is 0; a counter has no denominator. Alert rules apply `min_volume`
+    to the denominator."""
+
+    name: str
+    description: str
+    numerator: Callable[[KpiCounts], float]
+    denominator: Callable[[KpiCounts], float] | None = None
+
+    @property
+    def is_rate(self) -> bool:
+        return self.denominator is not None
+
+    def value(self, counts: KpiCounts) -> float | None:
+        if self.denominator is None:
+            return float(self.numerator(counts))
+        return _ratio(self.numerator(counts), self.denominator(counts))
+
+    def volume(self, counts: KpiCounts) -> float | None:
+        """The denominator (None for a counter)."""
+        return None if self.denominator is None else float(self.denominator(counts))
+
+
+def _counter(name: str) -> Callable[[KpiCounts], float]:
+    def read(c: KpiCounts) -> float:
+        return float(getattr(c, name))
+
+    return read
+
+
+_RATES: Final = (
+    Metric(
+        "abandonment_rate",
+        "abandoned / (completed + abandoned + cancelled) journeys",
+        lambda c: c.journeys_abandoned,
+        _decided,
+    ),
+    Metric(
+        "completion_rate",
+        "completed / (completed + abandoned + cancelled) journeys",
+        lambda c: c.journeys_completed,
+        _decided,
+    ),
+    Metric(
+        "contact_abandonment_rate",
+        "contacts abandoned / (answered + abandoned)",
+        lambda c: c.contacts_abandoned,
+        _handled,
+    ),
+    Metric(
+        "failure_demand_rate",
+        "repeat_contact_after_web irritants / inbound assisted contacts",
+        lambda c: c.irritant_repeat_contact_after_web,
+        lambda c: c.inbound_contacts,
+    ),
+    Metric(
+        "repeat_contact_rate",
+        "repeat_contact irritants / inbound assisted contacts",
+        lambda c: c.irritant_repeat_contact,
+        lambda c: c.inbound_contacts,
+    ),
+    Metric(
+        "digital_containment",
+        "completed journeys without inbound assisted contact / completed journeys",
+        lambda c: c.completed_without_assisted,
+        lambda c: c.journeys_completed,
+    ),
+    Metric(
+        "cross_channel_share",
+        "closed journeys with 2+ channels / closed journeys (incl. expired)",
+        lambda c: c.closed_journeys_multichannel,
+        _closed,
+    ),
+    Metric(
+        "nps",
+        "(promoters - detractors) / responses × 100",
+        lambda c: 100 * (c.nps_promoters - c.nps_detractors),
+        lambda c: c.nps_responses,
+    ),
+    Metric("avg_ces", "mean CES (1..7, 7 = most effort)", lambda c: c.ces_sum, lambda c: c.ces_count),
+    Metric("avg_csat", "mean CSAT (1..5)", lambda c: c.csat_sum, lambda c: c.csat_count),
+    Metric(
+        "avg_wait_s",
+        "mean wait before answer or abandon, seconds",
+        lambda c: c.wait_sum_s,
+        lambda c: c.wait_count,
+    ),
+    Metric("avg_handle_s", "mean handle time, seconds", lambda c: c.handle_sum_s, lambda c: c.handle_count),
+    Metric(
+        "bounce_rate",
+        "single-event digital sessions / digital sessions",
+        lambda c: c.bounced_sessions,
+        lambda c: c.digital_sessions,
+    ),
+    Metric(
+        "long_wait_rate",
+        "long_wait irritants / (answered + abandoned contacts)",
+        lambda c: c.irritant_long_wait,
+        _handled,
+    ),
+)
+
+# `customers` is left out on purpose: summed over cells it is not a distinct count.
+_COUNTERS: Final = tuple(
+    Metric(name, f"counter {name}", _counter(name)) for name in COUNTER_FIELDS if name != "customers"
+)
+
+METRICS: Final[dict[str, Metric]] = {metric.name: metric for metric in (*_COUNTERS, *_RATES)}
+"""Every counter and rate an alert rule may name, by name."""
