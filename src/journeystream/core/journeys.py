@@ -126,7 +126,8 @@ class JourneyEngine:
         if state.awaiting == payload.source:
             self._merge(state, payload.source, payload.state)
             self._release_held(state)
-        else:
+        elif state.pending_payloads.get(payload.source) is None:
+            # a repeated login's empty payload must not replace the history waiting here
             state.pending_payloads[payload.source] = _as_text(payload.state)
         self._changed(state)
 
@@ -159,6 +160,9 @@ class JourneyEngine:
             snapshot[key] = state.to_bytes() if state is not None else None
         self._dirty.clear()
         return snapshot
+
+    def customers_in_memory(self) -> int:
+        return len(self._customers)
 
     def open_journeys(self) -> int:
         return sum(len(state.journeys) for state in self._customers.values())
@@ -403,6 +407,19 @@ class JourneyEngine:
         self._prune(state, before)
         if state.merged_into is not None and state.latest + self.config.idle_timeout_ms < before:
             state.merged_into = None  # stragglers are no longer expected: forget the tombstone
+        if not (
+            state.journeys
+            or state.digital
+            or state.contacts
+            or state.seen
+            or state.sessions
+            or state.held
+            or state.awaiting
+            or state.merged_into
+        ):
+            # nothing of the customer is left: forget its segment now, as deleting the state
+            # would, so the segment does not depend on whether a wakeup ran before this item
+            state.segment = None
 
     def _next_journey_deadline(self, state: CustomerState) -> tuple[int, JourneyState | None]:
         best: tuple[int, JourneyState | None] = (FAR_FUTURE, None)
@@ -579,6 +596,8 @@ class JourneyEngine:
 
 def _combine(kept: JourneyState, absorbed: JourneyState) -> None:
     kept.started_at = min(kept.started_at, absorbed.started_at)
+    if absorbed.last_event_at > kept.last_event_at:
+        kept.last_channel = absorbed.last_channel  # the channel of the combined last event
     kept.last_event_at = max(kept.last_event_at, absorbed.last_event_at)
     kept.event_count += absorbed.event_count
     kept.channels += [c for c in absorbed.channels if c not in kept.channels]
