@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from journeystream.core.config import RulesConfig
 from journeystream.errors import ConfigError
 
 PREFIX = "JOURNEYSTREAM_"
@@ -100,6 +101,36 @@ _SETTINGS: dict[str, _Setting] = {
     "sink_max_backoff_ms": _Setting(
         "SINK_MAX_BACKOFF_MS", "30000", _positive_int, "Longest wait between retries of a failed flush"
     ),
+    "allowed_lateness_ms": _Setting(
+        "ALLOWED_LATENESS_MS",
+        "5000",
+        _positive_int,
+        "Event-time disorder absorbed exactly (watermark = highest time seen minus this)",
+    ),
+    "abandon_after_ms": _Setting(
+        "ABANDON_AFTER_MS",
+        "1800000",
+        _positive_int,
+        "A started journey with no step, completion or cancel for this long is abandoned",
+    ),
+    "idle_timeout_ms": _Setting(
+        "IDLE_TIMEOUT_MS",
+        "86400000",
+        _positive_int,
+        "A journey that never started a process expires after this much silence",
+    ),
+    "quiet_after_ms": _Setting(
+        "QUIET_AFTER_MS",
+        "2000",
+        _positive_int,
+        "Live mode: an input partition silent this long lets its watermark follow the wall clock",
+    ),
+    "kafka_session_timeout_ms": _Setting(
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "10000",
+        _positive_int,
+        "Consumer group session timeout (how fast a dead worker's partitions move)",
+    ),
     "store": _Setting(
         "STORE",
         "memory://",
@@ -130,6 +161,11 @@ class Settings:
     sink_batch_rows: int
     sink_flush_ms: int
     sink_max_backoff_ms: int
+    allowed_lateness_ms: int
+    abandon_after_ms: int
+    idle_timeout_ms: int
+    quiet_after_ms: int
+    kafka_session_timeout_ms: int
     store: str
     data_dir: str
     http_host: str
@@ -159,6 +195,16 @@ class Settings:
         return shown
 
     @property
+    def topic_by_device(self) -> str:
+        """Internal topic: events needing identity resolution, keyed by anonymous id."""
+        return f"{self.app_id}.by-device"
+
+    @property
+    def topic_by_customer(self) -> str:
+        """Internal topic: everything for the journey engine, keyed by customer key."""
+        return f"{self.app_id}.by-customer"
+
+    @property
     def kafka_url(self) -> str:
         """The bootstrap servers in Faust's `kafka://` form."""
         return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(","))
@@ -180,3 +226,12 @@ def settings_table() -> str:
         default = f"`{setting.default}`" if setting.default else "(see meaning)"
         rows.append(f"| `{PREFIX}{setting.env}` | {default} | {setting.doc} |")
     return "\n".join(rows)
+
+
+def rules_config(settings: Settings) -> RulesConfig:
+    """The journey and irritant rule parameters the settings choose."""
+    return RulesConfig(
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        abandon_after_ms=settings.abandon_after_ms,
+        idle_timeout_ms=settings.idle_timeout_ms,
+    )

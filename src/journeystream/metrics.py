@@ -40,6 +40,34 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.events_late = Counter(
+            "journeystream_events_late",
+            "Valid events older than their partition's watermark",
+            registry=registry,
+        )
+        self.events_applied = Counter(
+            "journeystream_events_applied",
+            "Events applied to journeys (duplicates excluded)",
+            registry=registry,
+        )
+        self.irritants = Counter(
+            "journeystream_irritants", "Irritants detected, by kind", ["kind"], registry=registry
+        )
+        self.state_customers = Gauge(
+            "journeystream_state_customers",
+            "Customer states held in memory",
+            ["partition"],
+            registry=registry,
+        )
+        self.open_journeys = Gauge(
+            "journeystream_open_journeys", "Open journeys held in memory", ["partition"], registry=registry
+        )
+        self.state_bytes = Gauge(
+            "journeystream_state_bytes",
+            "Serialized size of the customer states last written",
+            ["partition"],
+            registry=registry,
+        )
         self.ready = Gauge("journeystream_ready", "1 when the worker is consuming", registry=registry)
 
     # SinkObserver

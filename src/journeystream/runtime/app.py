@@ -1,8 +1,11 @@
-"""The Faust app: topics, the ingest agent, the flush timer and the HTTP endpoints.
+"""The Faust app: topics, tables, the three stage agents, ticks, flushing, HTTP endpoints.
 
-No business rules live here: decoding is `core.decode`, rows are `sinks.rows`, writing is
-`sinks.sink`. This module wires them to Kafka and decides when offsets may be committed:
-an event is acked only after its rows are durable and its rejected copy is on the topic.
+No business rules live here. Data flows:
+
+    interactions ──A: ingest──▶ by-device ──B: identity──▶ by-customer ──C: journeys──▶ outputs
+                        └──────────────────────────────────────▲
+A writes raw rows and rejects; events that need login links go through B, the rest straight
+to C. Watermarks travel with the data, so B and C order events by event time exactly.
 """
 
 from __future__ import annotations
@@ -19,34 +22,39 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from journeystream.config import Settings
-from journeystream.core.decode import Rejection, decode
+from journeystream.config import Settings, rules_config
 from journeystream.errors import SinkClosedError
 from journeystream.metrics import Metrics
+from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics
 from journeystream.sinks.clickhouse import ClickHouseWriter
-from journeystream.sinks.rows import (
-    ALL_TABLES,
-    INTERACTION_EVENTS,
-    REJECTED_EVENTS,
-    Coordinates,
-    interaction_row,
-    rejected_row,
-)
+from journeystream.sinks.rows import ALL_TABLES
 from journeystream.sinks.sink import BatchingSink
 
 log = logging.getLogger(__name__)
 
 TAKE_MAX = 2000
 TAKE_WITHIN_S = 0.05
+TICK_S = 1.0
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class JourneyApp(faust.App):
+    """A Faust app that flushes and acks what it can before Faust stops its consumer, so a
+    clean stop commits everything that is durable."""
+
+    before_stop: list[Any]
+
+    async def on_stop(self) -> None:
+        for hook in getattr(self, "before_stop", []):
+            try:
+                await hook()
+            except Exception:
+                log.exception("flush before stop failed; unacked input will be read again")
+        await super().on_stop()
 
 
 class Runtime:
-    """Everything the worker holds: the Faust app, the sink and the metrics."""
+    """Everything the worker holds: the Faust app, the runners, the sink and the metrics."""
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter, metrics: Metrics) -> None:
         self.settings = settings
@@ -61,76 +69,128 @@ class Runtime:
             observer=metrics,
         )
         self.app = _make_app(settings)
-        self.interactions = self.app.topic(settings.topic_interactions, partitions=settings.partitions)
-        self.rejected = self.app.topic(settings.topic_rejected, partitions=settings.partitions)
-        self._last_offsets: dict[Any, int] = {}
+        app, n = self.app, settings.partitions
+        self.interactions = app.topic(settings.topic_interactions, partitions=n)
+        by_device = app.topic(settings.topic_by_device, partitions=n)
+        by_customer = app.topic(settings.topic_by_customer, partitions=n)
+        self.topics = Topics(
+            rejected=app.topic(settings.topic_rejected, partitions=n),
+            by_device=by_device,
+            by_customer=by_customer,
+            journeys=app.topic(settings.topic_journeys, partitions=n),
+            irritants=app.topic(settings.topic_irritants, partitions=n),
+        )
+        self.links = app.Table("links", default=None, partitions=n, key_type=bytes, value_type=bytes)
+        self.customers = app.Table("customers", default=None, partitions=n, key_type=bytes, value_type=bytes)
+        flush_producer = self._flush_producer
+        self.ingest = IngestRunner(settings, self.topics, self.sink, metrics)
+        self.identity = IdentityRunner(settings, self.links, flush_producer, self.topics)
+        self.journeys = JourneyRunner(
+            settings, self.customers, flush_producer, self.topics, self.sink, metrics, rules_config(settings)
+        )
+        self._streams: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._register()
-        self.app.on_before_shutdown.connect(self._on_shutdown)
+        self._stopping = False
+        self._register(by_device, by_customer)
 
-    def _register(self) -> None:
+    def _register(self, by_device: Any, by_customer: Any) -> None:
         app = self.app
-        app.agent(self.interactions, name="ingest", concurrency=1)(self._ingest)
-        app.timer(2.0, name="lag")(self._update_lag)
+        app.agent(self.interactions, name="ingest", concurrency=1)(self._ingest_agent)
+        app.agent(by_device, name="identity", concurrency=1)(self._identity_agent)
+        app.agent(by_customer, name="journeys", concurrency=1)(self._journeys_agent)
+        app.timer(TICK_S, name="tick")(self._tick)
+        app.timer(2.0, name="gauges")(self._update_gauges)
         app.page("/metrics")(self._metrics_view())
         app.page("/health")(self._health_view())
         app.page("/ready")(self._ready_view())
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.before_stop = [self._flush_everything]
 
-    async def _ingest(self, stream: Any) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush_loop())
+    # ---- agents ---------------------------------------------------------------------------
+
+    async def _ingest_agent(self, stream: Any) -> None:
+        self._start_flusher()
+        self._streams["ingest"] = stream
         async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
-            sends = [sent for event in events if (sent := await self._handle(event)) is not None]
-            self.sink.after_flush(partial(self._ack, stream, events, sends))
+            sends = await self.ingest.handle(events)
+            self.sink.after_flush(partial(self._ack_all, stream, events, sends))
             await self.sink.maybe_flush()
 
-    async def _handle(self, event: Any) -> Awaitable[Any] | None:
-        """Decode one message; buffer its row; return the pending send of a rejected copy."""
-        message = event.message
-        raw: bytes = message.value if message.value is not None else b""
-        where = Coordinates(
-            message.topic, message.partition, message.offset, int(message.timestamp * 1000), message.key
-        )
-        self._last_offsets[message.tp] = message.offset
-        self.metrics.events_consumed.inc()
-        result = decode(raw)
-        if isinstance(result, Rejection):
-            self.metrics.events_rejected.labels(result.code).inc()
-            self.sink.add(
-                REJECTED_EVENTS.name, rejected_row(raw, result.code, result.message, where, now_ms())
-            )
-            return await self.rejected.send(
-                key=message.key, value=raw, headers=_rejection_headers(result, where)
-            )
-        self.metrics.events_valid.inc()
-        self.sink.add(INTERACTION_EVENTS.name, interaction_row(result, where, now_ms()))
-        return None
+    async def _identity_agent(self, stream: Any) -> None:
+        self._start_flusher()
+        self._streams["identity"] = stream
+        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            await self.identity.handle(events)
+            if self.identity.due():
+                await self.identity.flush(stream.ack)
 
-    async def _ack(self, stream: Any, events: Sequence[Any], sends: Sequence[Awaitable[Any]]) -> None:
+    async def _journeys_agent(self, stream: Any) -> None:
+        self._start_flusher()
+        self._streams["journeys"] = stream
+        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            await self.journeys.handle(events)
+            if self.journeys.due() or self.sink.pending_rows >= self.settings.sink_batch_rows:
+                await self.journeys.flush(stream.ack)
+
+    async def _ack_all(self, stream: Any, events: Sequence[Any], sends: Sequence[Awaitable[Any]]) -> None:
         if sends:
-            await asyncio.gather(*sends)  # the rejected copies are on the topic
+            await asyncio.gather(*sends)  # forwarded, announced and rejected copies are on the broker
         for event in events:
             await stream.ack(event)
 
-    async def _on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Streams have stopped and every event is acked: write what is left."""
-        await self.sink.close()
+    # ---- background work ------------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        """Flush by age. Not a Faust timer: those stop as soon as the app starts stopping,
-        and the rows buffered then must still be written for their offsets to be acked."""
+        """Flush by age while streams are idle. Not a Faust timer: those stop as soon as the
+        app starts stopping, and what is buffered then must still be written."""
         interval = min(0.25, self.settings.sink_flush_ms / 2000)
         while not self.sink.closed:
             await asyncio.sleep(interval)
             self.metrics.sink_pending_rows.set(self.sink.pending_rows)
             try:
                 await self.sink.maybe_flush()
+                for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
+                    stream = self._streams.get(name)
+                    if stream is not None and runner.due():
+                        await runner.flush(stream.ack)
             except SinkClosedError:
                 return
             except Exception:
-                log.exception("flush failed")
+                log.exception("background flush failed; it is retried")
 
-    async def _update_lag(self) -> None:
+    async def _flush_everything(self) -> None:
+        self._stopping = True
+        for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
+            stream = self._streams.get(name)
+            if stream is not None:
+                await runner.flush(stream.ack)
+        await self.sink.close()
+
+    async def _flush_producer(self) -> None:
+        await self.app.producer.flush()
+
+    async def _tick(self) -> None:
+        if self._stopping:
+            return
+        assigned = [
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.settings.topic_interactions
+        ]
+        await self.ingest.tick(assigned, self.settings.quiet_after_ms / 1000)
+
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust seeks back to the committed offsets: rebuild from the tables, not from memory
+        async with self.identity.lock:
+            self.identity.reset()
+        async with self.journeys.lock:
+            self.journeys.reset()
+
+    async def _update_gauges(self) -> None:
         consumer = self.app.consumer
         for tp in consumer.assignment():
             if tp.topic != self.settings.topic_interactions:
@@ -140,13 +200,17 @@ class Runtime:
                 continue
             # before the first message of a partition, the committed offset is where we stand
             committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
-            processed = max(self._last_offsets.get(tp, -1) + 1, committed)
+            processed = max(self.ingest.last_offsets.get(tp, -1) + 1, committed)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed))
+        for partition, engine in list(self.journeys.engines.items()):
+            self.metrics.state_customers.labels(str(partition)).set(engine.customers_in_memory())
         self.metrics.ready.set(1 if self.is_ready() else 0)
 
     def is_ready(self) -> bool:
         app = self.app
         return bool(app.started) and not app.rebalancing and not self.sink.failing
+
+    # ---- HTTP -----------------------------------------------------------------------------
 
     def _metrics_view(self) -> type[View]:
         registry = self.metrics.registry
@@ -181,16 +245,8 @@ class Runtime:
         return ReadyView
 
 
-def _rejection_headers(rejection: Rejection, where: Coordinates) -> list[tuple[str, bytes]]:
-    return [
-        ("journeystream.reason_code", rejection.code.encode()),
-        ("journeystream.reason", rejection.message.encode("utf-8", "replace")),
-        ("journeystream.source", f"{where.topic}/{where.partition}/{where.offset}".encode()),
-    ]
-
-
-def _make_app(settings: Settings) -> faust.App:
-    return faust.App(
+def _make_app(settings: Settings) -> JourneyApp:
+    return JourneyApp(
         settings.app_id,
         broker=settings.kafka_url,
         store=settings.store,
@@ -202,9 +258,15 @@ def _make_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
-        stream_wait_empty=True,
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_ms / 3000),
+        stream_wait_empty=False,  # messages held in reorder buffers are acked later, by design
         web_enabled=True,
         web_bind=settings.http_host,
         web_host=settings.http_host,
         web_port=settings.http_port,
     )
+
+
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)

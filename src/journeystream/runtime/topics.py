@@ -18,6 +18,8 @@ def service_topics(settings: Settings) -> list[str]:
         settings.topic_journeys,
         settings.topic_irritants,
         settings.topic_alerts,
+        settings.topic_by_device,
+        settings.topic_by_customer,
     ]
 
 

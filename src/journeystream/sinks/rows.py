@@ -8,6 +8,7 @@ from typing import Any, Final
 import orjson
 
 from journeystream.core.events import Event
+from journeystream.core.facts import Irritant, JourneyRecord
 from journeystream.sinks.sink import TableSpec
 
 EXCERPT_BYTES: Final = 2048
@@ -48,7 +49,48 @@ REJECTED_EVENTS: Final = TableSpec(
     ),
     key_columns=("topic", "kafka_partition", "kafka_offset"),
 )
-ALL_TABLES: Final = (INTERACTION_EVENTS, REJECTED_EVENTS)
+JOURNEYS: Final = TableSpec(
+    "journeys",
+    (
+        "journey_id",
+        "customer_key",
+        "journey",
+        "segment",
+        "status",
+        "started_at",
+        "last_event_at",
+        "ended_at",
+        "event_count",
+        "channels",
+        "channel_switches",
+        "inbound_contacts",
+        "irritant_count",
+        "effort_score",
+        "first_channel",
+        "last_channel",
+        "version",
+        "updated_at",
+    ),
+    key_columns=("journey_id", "version"),
+)
+IRRITANTS: Final = TableSpec(
+    "irritants",
+    (
+        "irritant_id",
+        "kind",
+        "customer_key",
+        "journey_id",
+        "journey",
+        "segment",
+        "channel",
+        "occurred_at",
+        "event_ids",
+        "details",
+        "detected_at",
+    ),
+    key_columns=("irritant_id",),
+)
+ALL_TABLES: Final = (INTERACTION_EVENTS, REJECTED_EVENTS, JOURNEYS, IRRITANTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +136,55 @@ def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms:
         safe_text(raw[:EXCERPT_BYTES]),
         now_ms,
     )
+
+
+def journey_row(record: JourneyRecord, now_ms: int) -> tuple[Any, ...]:
+    return (
+        record.journey_id,
+        record.customer_key,
+        record.journey,
+        record.segment,
+        record.status,
+        record.started_at,
+        record.last_event_at,
+        record.ended_at,
+        record.event_count,
+        list(record.channels),
+        record.channel_switches,
+        record.inbound_contacts,
+        record.irritant_count,
+        record.effort_score,
+        record.first_channel,
+        record.last_channel,
+        record.version,
+        now_ms,
+    )
+
+
+def irritant_row(irritant: Irritant, now_ms: int) -> tuple[Any, ...]:
+    return (
+        irritant.irritant_id,
+        irritant.kind,
+        irritant.customer_key,
+        irritant.journey_id,
+        irritant.journey,
+        irritant.segment,
+        irritant.channel,
+        irritant.occurred_at,
+        list(irritant.event_ids),
+        orjson.dumps(irritant.details).decode(),
+        now_ms,
+    )
+
+
+def journey_json(record: JourneyRecord) -> bytes:
+    """The value on the journeys topic (key: journey_id)."""
+    return orjson.dumps(record)
+
+
+def irritant_json(irritant: Irritant) -> bytes:
+    """The value on the irritants topic (key: irritant_id)."""
+    return orjson.dumps(irritant)
 
 
 def safe_text(raw: bytes) -> str:

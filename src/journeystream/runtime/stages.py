@@ -1,0 +1,395 @@
+"""The three stages as Faust-facing runners. Each owns per-partition core objects, turns
+Kafka messages into core calls, sends what the core produced, and acks input only once
+its effects are durable (outputs first, then state)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from journeystream.config import Settings
+from journeystream.core.config import RulesConfig
+from journeystream.core.decode import Rejection, decode
+from journeystream.core.events import Event
+from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyRecord
+from journeystream.core.identity import IdentityStage, device_key, needs_identity
+from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
+from journeystream.core.timeline import NEVER, SourceWatermark
+from journeystream.metrics import Metrics
+from journeystream.runtime.codec import Watermark, decode_internal, encode, encode_device_event
+from journeystream.runtime.partitions import AckBook, partition_of, write_table
+from journeystream.sinks.rows import (
+    INTERACTION_EVENTS,
+    IRRITANTS,
+    JOURNEYS,
+    REJECTED_EVENTS,
+    Coordinates,
+    interaction_row,
+    irritant_json,
+    irritant_row,
+    journey_json,
+    journey_row,
+    rejected_row,
+)
+from journeystream.sinks.sink import BatchingSink
+
+log = logging.getLogger(__name__)
+
+Send = Callable[..., Awaitable[Any]]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def source_names(prefix: str, partitions: int) -> list[str]:
+    return [f"{prefix}{p}" for p in range(partitions)]
+
+
+class Topics:
+    """The topic handles the runners send to (Faust topic objects)."""
+
+    def __init__(
+        self, rejected: Any, by_device: Any, by_customer: Any, journeys: Any, irritants: Any
+    ) -> None:
+        self.rejected = rejected
+        self.by_device = by_device
+        self.by_customer = by_customer
+        self.journeys = journeys
+        self.irritants = irritants
+
+
+class IngestRunner:
+    """Stage A: decode and validate, store raw rows, reject what fails the contract, route
+    valid events by device (to resolve identity) or straight by customer, and announce each
+    input partition's watermark downstream."""
+
+    def __init__(self, settings: Settings, topics: Topics, sink: BatchingSink, metrics: Metrics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.sink = sink
+        self.metrics = metrics
+        self.watermarks: dict[int, SourceWatermark] = {}
+        self.last_message_at: dict[int, float] = {}
+        self.last_offsets: dict[Any, int] = {}
+        self.lateness_ms = RulesConfig().allowed_lateness_ms
+
+    async def handle(self, events: Sequence[Any]) -> list[Awaitable[Any]]:
+        """Process a batch; returns the pending sends the batch's acks must wait for."""
+        sends: list[Awaitable[Any]] = []
+        advanced: set[int] = set()
+        for event in events:
+            message = event.message
+            partition = message.partition
+            self.last_offsets[message.tp] = message.offset
+            self.last_message_at[partition] = time.monotonic()
+            sent, moved = await self._one(message)
+            sends.extend(sent)
+            if moved:
+                advanced.add(partition)
+        for partition in sorted(advanced):
+            sends.extend(await self._announce(partition))
+        return sends
+
+    async def _one(self, message: Any) -> tuple[list[Awaitable[Any]], bool]:
+        raw: bytes = message.value if message.value is not None else b""
+        where = Coordinates(
+            message.topic, message.partition, message.offset, int(message.timestamp * 1000), message.key
+        )
+        self.metrics.events_consumed.inc()
+        result = decode(raw)
+        if isinstance(result, Rejection):
+            self.metrics.events_rejected.labels(result.code).inc()
+            self.sink.add(
+                REJECTED_EVENTS.name, rejected_row(raw, result.code, result.message, where, now_ms())
+            )
+            headers = _rejection_headers(result, where)
+            return [await self.topics.rejected.send(key=message.key, value=raw, headers=headers)], False
+        self.metrics.events_valid.inc()
+        self.sink.add(INTERACTION_EVENTS.name, interaction_row(result, where, now_ms()))
+        watermark = self._watermark(message.partition)
+        if watermark.is_late(result.occurred_at):
+            self.metrics.events_late.inc()
+        moved = watermark.see(result.occurred_at)
+        return [await self._route(result)], moved
+
+    async def _route(self, event: Event) -> Awaitable[Any]:
+        if needs_identity(event):
+            key = device_key(event).encode()
+            return await self.topics.by_device.send(key=key, value=encode_device_event(event))  # type: ignore[no-any-return]
+        customer = str(event.customer_id)
+        value = encode(KeyedEvent(customer, event))
+        return await self.topics.by_customer.send(key=customer.encode(), value=value)  # type: ignore[no-any-return]
+
+    def _watermark(self, partition: int) -> SourceWatermark:
+        watermark = self.watermarks.get(partition)
+        if watermark is None:
+            watermark = self.watermarks[partition] = SourceWatermark(self.lateness_ms)
+        return watermark
+
+    async def _announce(self, partition: int) -> list[Awaitable[Any]]:
+        """Tell every downstream partition how far input partition `partition` has got."""
+        value = encode(Watermark(f"A{partition}", self._watermark(partition).watermark))
+        sends = []
+        for topic in (self.topics.by_device, self.topics.by_customer):
+            for downstream in range(self.settings.partitions):
+                sends.append(await topic.send(key=None, value=value, partition=downstream))
+        return sends
+
+    async def tick(self, assigned: Sequence[int], quiet_after_s: float) -> None:
+        """Live mode: the watermark of a quiet input partition follows the wall clock."""
+        now = time.monotonic()
+        for partition in assigned:
+            if now - self.last_message_at.get(partition, 0.0) < quiet_after_s:
+                continue
+            if self._watermark(partition).quiet(now_ms()):
+                await self._announce(partition)
+
+
+class _KeyedRunner:
+    """What stages B and C share: per-partition core objects, an ack book per partition,
+    and a flush that makes outputs durable before state, and state before acks."""
+
+    def __init__(self, settings: Settings, table: Any, producer_flush: Callable[[], Awaitable[None]]) -> None:
+        self.settings = settings
+        self.table = table
+        self._producer_flush = producer_flush
+        self.books: dict[int, AckBook] = {}
+        self.context_events: dict[int, Any] = {}
+        self.sends: list[Awaitable[Any]] = []
+        self.lock = asyncio.Lock()
+        self.last_flush = time.monotonic()
+
+    def reset(self) -> None:
+        """After a rebalance: forget in-memory state; the table is the truth, and every
+        unacked message will be delivered again from the committed offsets."""
+        self.books.clear()
+        self.context_events.clear()
+        self._reset_stages()
+
+    def _reset_stages(self) -> None:
+        raise NotImplementedError
+
+    def _book(self, partition: int) -> AckBook:
+        book = self.books.get(partition)
+        if book is None:
+            book = self.books[partition] = AckBook()
+        return book
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_flush >= self.settings.sink_flush_ms / 1000
+
+    async def flush(self, ack: Callable[[Any], Awaitable[Any]]) -> None:
+        async with self.lock:
+            await self._flush_outputs()
+            for partition, changes in self._state_changes().items():
+                if changes:
+                    write_table(self.table, self.context_events[partition], changes)
+            await self._producer_flush()  # the changelog writes are on the broker
+            for partition, book in self.books.items():
+                for event in book.take_ackable(self._still_buffered(partition)):
+                    await ack(event)
+            self.last_flush = time.monotonic()
+
+    async def _flush_outputs(self) -> None:
+        sends, self.sends = self.sends, []
+        if sends:
+            await asyncio.gather(*sends)
+
+    def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
+        raise NotImplementedError
+
+    def _still_buffered(self, partition: int) -> list[Any]:
+        raise NotImplementedError
+
+
+class IdentityRunner(_KeyedRunner):
+    """Stage B: customer-key resolution for device-keyed events (table: anonymous id -> customer)."""
+
+    def __init__(
+        self, settings: Settings, table: Any, producer_flush: Callable[[], Awaitable[None]], topics: Topics
+    ) -> None:
+        super().__init__(settings, table, producer_flush)
+        self.topics = topics
+        self.stages: dict[int, IdentityStage] = {}
+        self.announced: dict[int, int] = {}
+
+    def _reset_stages(self) -> None:
+        self.stages.clear()
+        self.announced.clear()
+
+    def _stage(self, partition: int) -> IdentityStage:
+        stage = self.stages.get(partition)
+        if stage is None:
+            stage = self.stages[partition] = IdentityStage(
+                source_names("A", self.settings.partitions), load_link=self._load_link
+            )
+        return stage
+
+    def _load_link(self, anonymous_id: str) -> str | None:
+        value = self.table.get(anonymous_id.encode())
+        return None if value is None else bytes(value).decode()
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        async with self.lock:
+            touched: set[int] = set()
+            for event in events:
+                partition = event.message.partition
+                stage = self._stage(partition)
+                message = decode_internal(event.message.value)
+                item = None
+                if isinstance(message, Watermark):
+                    stage.observe(message.source, message.watermark)
+                elif isinstance(message, Event):
+                    stage.push(message)
+                    item = message
+                self._book(partition).processed(event, item)
+                self.context_events[partition] = event
+                touched.add(partition)
+            for partition in sorted(touched):
+                await self._send_outputs(partition)
+
+    async def _send_outputs(self, partition: int) -> None:
+        stage = self.stages[partition]
+        for item in stage.drain():
+            self.sends.append(await self.topics.by_customer.send(key=item.key.encode(), value=encode(item)))
+        watermark = stage.timeline.watermark
+        if watermark > self.announced.get(partition, NEVER):
+            self.announced[partition] = watermark
+            value = encode(Watermark(f"B{partition}", watermark))
+            for downstream in range(self.settings.partitions):
+                self.sends.append(
+                    await self.topics.by_customer.send(key=None, value=value, partition=downstream)
+                )
+
+    def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
+        return {
+            partition: {anon.encode(): customer.encode() for anon, customer in stage.dirty_links().items()}
+            for partition, stage in self.stages.items()
+        }
+
+    def _still_buffered(self, partition: int) -> list[Any]:
+        stage = self.stages.get(partition)
+        return stage.timeline.pending() if stage is not None else []
+
+
+class JourneyRunner(_KeyedRunner):
+    """Stage C: the journey engine per partition (table: customer key -> customer state)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: Any,
+        producer_flush: Callable[[], Awaitable[None]],
+        topics: Topics,
+        sink: BatchingSink,
+        metrics: Metrics,
+        rules: RulesConfig,
+    ) -> None:
+        super().__init__(settings, table, producer_flush)
+        self.topics = topics
+        self.sink = sink
+        self.metrics = metrics
+        self.rules = rules
+        self.engines: dict[int, JourneyEngine] = {}
+        self.on_facts: list[Callable[[list[Fact]], None]] = []
+
+    def _reset_stages(self) -> None:
+        self.engines.clear()
+
+    def _engine(self, partition: int) -> JourneyEngine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = self._restore(partition)
+        return engine
+
+    def _restore(self, partition: int) -> JourneyEngine:
+        started = time.monotonic()
+        engine = JourneyEngine(
+            self.rules,
+            source_names("A", self.settings.partitions) + source_names("B", self.settings.partitions),
+            load=self._load_state,
+        )
+        restored = 0
+        for key, value in list(self.table.items()):
+            if partition_of(bytes(key), self.settings.partitions) == partition:
+                engine.restore(bytes(key).decode(), bytes(value))
+                restored += 1
+        log.info(
+            "partition %d: %d customers restored in %.2fs", partition, restored, time.monotonic() - started
+        )
+        return engine
+
+    def _load_state(self, key: str) -> bytes | None:
+        value = self.table.get(key.encode())
+        return None if value is None else bytes(value)
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        async with self.lock:
+            touched: set[int] = set()
+            for event in events:
+                partition = event.message.partition
+                engine = self._engine(partition)
+                message = decode_internal(event.message.value)
+                item = None
+                if isinstance(message, Watermark):
+                    engine.observe(message.source, message.watermark)
+                elif isinstance(message, MergePayload):
+                    engine.receive_payload(message)
+                elif isinstance(message, KeyedEvent | MergeRequest):
+                    engine.push(message)
+                    item = message
+                self._book(partition).processed(event, item)
+                self.context_events[partition] = event
+                touched.add(partition)
+            for partition in sorted(touched):
+                await self._send_outputs(self.engines[partition])
+
+    async def _send_outputs(self, engine: JourneyEngine) -> None:
+        output = engine.drain()
+        for message in output.messages:
+            self.sends.append(
+                await self.topics.by_customer.send(key=message.key.encode(), value=encode(message))
+            )
+        stamp = now_ms()
+        for fact in output.facts:
+            if isinstance(fact, JourneyRecord):
+                self.sink.add(JOURNEYS.name, journey_row(fact, stamp))
+                self.sends.append(
+                    await self.topics.journeys.send(key=fact.journey_id.encode(), value=journey_json(fact))
+                )
+            elif isinstance(fact, Irritant):
+                self.sink.add(IRRITANTS.name, irritant_row(fact, stamp))
+                self.metrics.irritants.labels(fact.kind).inc()
+                self.sends.append(
+                    await self.topics.irritants.send(key=fact.irritant_id.encode(), value=irritant_json(fact))
+                )
+            elif isinstance(fact, AppliedEvent):
+                self.metrics.events_applied.inc()
+        for callback in self.on_facts:
+            callback(output.facts)
+
+    async def _flush_outputs(self) -> None:
+        await super()._flush_outputs()
+        await self.sink.flush()
+
+    def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
+        return {
+            partition: {key.encode(): value for key, value in engine.dirty_states().items()}
+            for partition, engine in self.engines.items()
+        }
+
+    def _still_buffered(self, partition: int) -> list[Any]:
+        engine = self.engines.get(partition)
+        return engine.timeline.pending() if engine is not None else []
+
+
+def _rejection_headers(rejection: Rejection, where: Coordinates) -> list[tuple[str, bytes]]:
+    return [
+        ("journeystream.reason_code", rejection.code.encode()),
+        ("journeystream.reason", rejection.message.encode("utf-8", "replace")),
+        ("journeystream.source", f"{where.topic}/{where.partition}/{where.offset}".encode()),
+    ]
