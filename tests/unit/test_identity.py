@@ -338,7 +338,12 @@ def _merge_across_partitions(deliver: str) -> tuple[list[Fact], list[Fact]]:
     if deliver == "last":
         customer_side.receive_payload(payload)
     facts = customer_side.drain().facts
-    assert customer_side.customer("C") is None  # all expired: nothing is left behind
+    left = customer_side.customer("C")
+    # all expired: nothing is left behind but the ids of applied events, which are kept
+    # for RulesConfig.dedup_min_items more applied events (redelivery after a crash)
+    assert left is None or (
+        not left.journeys and not left.held and not left.pending_payloads and left.awaiting is None
+    )
     return anonymous_facts, facts
 
 

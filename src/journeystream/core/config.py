@@ -34,6 +34,9 @@ class RulesConfig:
     repeat_contact_window_ms: int = 7 * DAY_MS
     long_wait_s: float = 300.0
     dedup_window_ms: int = DAY_MS  # a repeated event_id within this much event time is dropped
+    dedup_min_items: int = (
+        200_000  # ... and an id is kept at least while this many events are applied after it
+    )
     session_timeout_ms: int = 30 * MINUTE_MS  # a digital session ends after this much silence
     effort: EffortWeights = field(default_factory=EffortWeights)
     kinds: ChannelKinds = field(default_factory=ChannelKinds)

@@ -43,9 +43,11 @@ class IdentityStage:
         self._links: dict[str, str | None] = {}
         self._dirty: dict[str, str] = {}
         self._out: list[Item] = []
+        self.late_items = 0
 
     def push(self, event: Event) -> None:
         if not self.timeline.push(event.occurred_at, event):
+            self.late_items += 1
             self._resolve(event)  # late: resolved with the links known now
 
     def observe(self, source: str, watermark: int) -> None:

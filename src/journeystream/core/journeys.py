@@ -15,6 +15,7 @@ is there. The result does not depend on when the payload arrives.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,8 +100,11 @@ class JourneyEngine:
         self._wakeups: list[tuple[int, str]] = []
         self._wake_at: dict[str, int] = {}
         self._touched: dict[str, JourneyState] = {}
+        self._applied = 0  # events applied by this engine since it started (dedup retention)
+        self._revisits: deque[tuple[int, str]] = deque()  # (applied count, key): check its ids again
         self._out = Output()
         self.late_events = 0
+        self.late_items = 0
         self.duplicates = 0
 
     # ---- inputs -------------------------------------------------------------------------
@@ -108,6 +112,7 @@ class JourneyEngine:
     def push(self, item: Item) -> None:
         """An item read from the customer-keyed stream."""
         if not self.timeline.push(item_time(item), item):
+            self.late_items += 1
             self._apply_item(item, late=True)
 
     def observe(self, source: str, watermark: int) -> None:
@@ -117,6 +122,7 @@ class JourneyEngine:
         for _, item in self.timeline.release():
             self._apply_item(item, late=False)
         self._fire_wakeups(self.timeline.watermark)
+        self._revisit()
 
     def receive_payload(self, payload: MergePayload) -> None:
         """A merge payload: applied on arrival (the waiting customer holds its items)."""
@@ -134,6 +140,9 @@ class JourneyEngine:
     def restore(self, key: str, raw: bytes) -> None:
         """Index a stored customer (after a restart) so its deadlines fire."""
         state = CustomerState.from_bytes(raw)
+        for entry in state.seen.values():
+            entry[1] = self._applied  # applied before this start: retained as if just applied
+        self._revisits.append((self._applied + self.config.dedup_min_items, key))
         self._customers[key] = state
         self._schedule(state)
 
@@ -171,7 +180,7 @@ class JourneyEngine:
         """Read access for tests and diagnostics."""
         state = self._customers.get(key)
         if state is None:
-            raw = self._load(key)
+            raw = None if key in self._dirty else self._load(key)
             return CustomerState.from_bytes(raw) if raw is not None else None
         return state
 
@@ -207,7 +216,9 @@ class JourneyEngine:
                 state.held.append(_encode_item(item, late))
                 return
             self._merge(state, item.merge_from, _as_bytes(payload))
-        state.seen[event.event_id] = event.occurred_at
+        state.seen[event.event_id] = [event.occurred_at, self._applied]
+        self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
+        self._applied += 1
         self.late_events += late
         self._apply_to_journey(state, event, late)
 
@@ -364,6 +375,18 @@ class JourneyEngine:
 
     # ---- deadlines ----------------------------------------------------------------------
 
+    def _revisit(self) -> None:
+        """Prune the ids of customers whose applied-items retention has passed."""
+        revisits = self._revisits
+        while revisits and revisits[0][0] <= self._applied:
+            _, key = revisits.popleft()
+            state = self._customers.get(key)
+            if state is not None and state.awaiting is None and state.seen:
+                size = len(state.seen)
+                self._prune(state, self.timeline.watermark)
+                if len(state.seen) != size:
+                    self._changed(state)
+
     def _fire_wakeups(self, watermark: int) -> None:
         wakeups = self._wakeups
         while wakeups and wakeups[0][0] < watermark:
@@ -411,7 +434,6 @@ class JourneyEngine:
             state.journeys
             or state.digital
             or state.contacts
-            or state.seen
             or state.sessions
             or state.held
             or state.awaiting
@@ -474,9 +496,16 @@ class JourneyEngine:
         config = self.config
         state.digital = [h for h in state.digital if h[0] >= before - config.web_to_contact_window_ms]
         state.contacts = [h for h in state.contacts if h[0] >= before - config.repeat_contact_window_ms]
-        horizon = before - config.dedup_window_ms
-        if any(t < horizon for t in state.seen.values()):
-            state.seen = {event_id: t for event_id, t in state.seen.items() if t >= horizon}
+        # an applied event id is forgotten once it is old in event time AND enough items were
+        # applied since: after a crash, items are delivered again by offset, and in a fast
+        # catch-up a few seconds of input can span days of event time
+        horizon, recent = before - config.dedup_window_ms, self._applied - config.dedup_min_items
+        if any(t < horizon and applied <= recent for t, applied in state.seen.values()):
+            state.seen = {
+                event_id: entry
+                for event_id, entry in state.seen.items()
+                if entry[0] >= horizon or entry[1] > recent
+            }
 
     def _next_wakeup(self, state: CustomerState) -> int:
         config = self.config
@@ -486,8 +515,15 @@ class JourneyEngine:
             candidates.append(state.digital[0][0] + config.web_to_contact_window_ms)
         if state.contacts:
             candidates.append(state.contacts[0][0] + config.repeat_contact_window_ms)
-        if state.seen:
-            candidates.append(min(state.seen.values()) + config.dedup_window_ms)
+        # ids already old in event time wait for their revisit (by applied items), not a deadline
+        watermark = self.timeline.watermark
+        pending = [
+            t + config.dedup_window_ms
+            for t, _ in state.seen.values()
+            if t + config.dedup_window_ms >= watermark
+        ]
+        if pending:
+            candidates.append(min(pending))
         if state.merged_into is not None:
             candidates.append(state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
         return min(candidates) if candidates else FAR_FUTURE
@@ -520,7 +556,8 @@ class JourneyEngine:
             self._adopt(state, journey)
         state.digital = sorted(state.digital + anonymous.digital)
         state.contacts = sorted(state.contacts + anonymous.contacts)
-        state.seen.update(anonymous.seen)
+        state.seen.update({event_id: [entry[0], self._applied] for event_id, entry in anonymous.seen.items()})
+        self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         for session in anonymous.sessions.values():
             state.sessions.setdefault(session.session_id, session)
         if state.segment is None:
@@ -562,7 +599,9 @@ class JourneyEngine:
     def _customer(self, key: str) -> CustomerState:
         state = self._customers.get(key)
         if state is None:
-            raw = self._load(key)
+            # a key changed since the last flush is not in the store yet (deleted here):
+            # loading it would bring back the stale stored state
+            raw = None if key in self._dirty else self._load(key)
             state = CustomerState.from_bytes(raw) if raw is not None else CustomerState(key)
             self._customers[key] = state
         return state

@@ -127,7 +127,7 @@ class CustomerState:
     journeys: dict[str, JourneyState] = field(default_factory=dict)  # open journeys by name
     digital: list[tuple[int, str, str]] = field(default_factory=list)  # (time, journey, event id), digital
     contacts: list[tuple[int, str, str]] = field(default_factory=list)  # inbound assisted contact_starts
-    seen: dict[str, int] = field(default_factory=dict)  # applied event id -> event time
+    seen: dict[str, list[int]] = field(default_factory=dict)  # applied event id -> [event time, applied #]
     sessions: dict[str, Session] = field(default_factory=dict)
     touch: int = 0
     latest: int = -(2**62)  # highest event time applied
