@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint bench broker-start broker-stop install clean
+.PHONY: demo test unit integration crash-test lint bench broker-start broker-stop install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,13 @@ test: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m 'not integration'
+	$(BIN)/pytest -q -m 'not integration and not crash'
 
 integration: install
-	$(BIN)/pytest -q -m integration
+	$(BIN)/pytest -q -m 'integration and not crash'
+
+crash-test: install
+	$(BIN)/pytest -q -p no:cacheprovider -m crash -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache src tests bench

@@ -131,6 +131,13 @@ _SETTINGS: dict[str, _Setting] = {
         _positive_int,
         "Consumer group session timeout (how fast a dead worker's partitions move)",
     ),
+    "group_instance_id": _Setting(
+        "GROUP_INSTANCE_ID",
+        "",
+        str,
+        "Static consumer-group membership id, unique per worker (e.g. the pod name): a restarted worker "
+        "takes its partitions back without a rebalance; empty = dynamic membership",
+    ),
     "store": _Setting(
         "STORE",
         "memory://",
@@ -166,6 +173,7 @@ class Settings:
     idle_timeout_ms: int
     quiet_after_ms: int
     kafka_session_timeout_ms: int
+    group_instance_id: str
     store: str
     data_dir: str
     http_host: str

@@ -68,6 +68,27 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.journeys_closed = Counter(
+            "journeystream_journeys_closed", "Journeys closed, by status", ["status"], registry=registry
+        )
+        self.watermark = Gauge(
+            "journeystream_watermark_seconds",
+            "Event-time watermark of a stage partition (Unix seconds)",
+            ["stage", "partition"],
+            registry=registry,
+        )
+        self.stage_late = Gauge(
+            "journeystream_stage_late_items",
+            "Items that reached a stage partition after its watermark",
+            ["stage", "partition"],
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "journeystream_buffered_items",
+            "Items waiting in a stage partition's reorder buffer",
+            ["stage", "partition"],
+            registry=registry,
+        )
         self.ready = Gauge("journeystream_ready", "1 when the worker is consuming", registry=registry)
 
     # SinkObserver

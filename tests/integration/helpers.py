@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ def worker_env(bootstrap: str, name: str, data_dir: Path, **extra: str) -> dict[
         "JOURNEYSTREAM_DATA_DIR": str(data_dir),
         "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
         "JOURNEYSTREAM_PARTITIONS": "4",
-        "JOURNEYSTREAM_LOG_LEVEL": "warn",
+        "JOURNEYSTREAM_LOG_LEVEL": os.environ.get("JOURNEYSTREAM_TEST_WORKER_LOG_LEVEL", "warn"),
     }
     env.update({f"JOURNEYSTREAM_{key.upper()}": value for key, value in extra.items()})
     return env
@@ -108,3 +109,42 @@ def query(env: Mapping[str, str], sql: str) -> list[tuple[Any, ...]]:
         return rows
     finally:
         writer.close()
+
+
+def wait_until_caught_up(worker: WorkerProcess, partitions: int, timeout: float = 300.0) -> None:
+    """Wait until every journey-engine partition's watermark has reached the wall clock
+    (all simulated data is in the past, so every deadline has fired) and nothing waits in a
+    reorder buffer."""
+    from journeystream.supervise import metric_sum
+
+    def caught_up() -> bool:
+        metrics = worker.metrics()
+        horizon = time.time() - 60
+        marks = [
+            metrics.get(f'journeystream_watermark_seconds{{partition="{p}",stage="journeys"}}', 0.0)
+            for p in range(partitions)
+        ]
+        buffered = metric_sum(metrics, "journeystream_buffered_items")
+        return all(mark >= horizon for mark in marks) and buffered == 0
+
+    wait_for(caught_up, timeout, "journey engine watermarks to reach the wall clock")
+    time.sleep(2.5)  # one more flush cycle after the last deadlines fired (stop flushes too)
+
+
+JOURNEY_COLUMNS = (
+    "journey_id, customer_key, journey, segment, status, toUnixTimestamp64Milli(started_at), "
+    "toUnixTimestamp64Milli(last_event_at), toUnixTimestamp64Milli(ended_at), event_count, channels, "
+    "channel_switches, inbound_contacts, irritant_count, effort_score, first_channel, last_channel, version"
+)
+IRRITANT_COLUMNS = (
+    "irritant_id, kind, customer_key, journey_id, journey, segment, channel, "
+    "toUnixTimestamp64Milli(occurred_at), event_ids, details"
+)
+
+
+def journeys_table(env: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: row for row in query(env, f"SELECT {JOURNEY_COLUMNS} FROM {{db}}.journeys FINAL")}
+
+
+def irritants_table(env: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: row for row in query(env, f"SELECT {IRRITANT_COLUMNS} FROM {{db}}.irritants FINAL")}

@@ -23,6 +23,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from journeystream.config import Settings, rules_config
+from journeystream.core.timeline import NEVER
 from journeystream.errors import SinkClosedError
 from journeystream.metrics import Metrics
 from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics
@@ -103,7 +104,7 @@ class Runtime:
         app.page("/metrics")(self._metrics_view())
         app.page("/health")(self._health_view())
         app.page("/ready")(self._ready_view())
-        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_rebalance_complete.connect(self._on_rebalanced)
         app.before_stop = [self._flush_everything]
 
     # ---- agents ---------------------------------------------------------------------------
@@ -176,19 +177,33 @@ class Runtime:
     async def _tick(self) -> None:
         if self._stopping:
             return
-        assigned = [
-            tp.partition
-            for tp in self.app.consumer.assignment()
-            if tp.topic == self.settings.topic_interactions
-        ]
-        await self.ingest.tick(assigned, self.settings.quiet_after_ms / 1000)
+        await self.ingest.tick(self._caught_up_partitions(), self.settings.quiet_after_ms / 1000)
 
-    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust seeks back to the committed offsets: rebuild from the tables, not from memory
+    def _caught_up_partitions(self) -> list[int]:
+        """Input partitions whose next offset to process is their end (high-water mark)."""
+        consumer = self.app.consumer
+        caught_up = []
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.topic_interactions:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is not None and self._position(tp) >= highwater:
+                caught_up.append(tp.partition)
+        return caught_up
+
+    def _position(self, tp: Any) -> int:
+        # before the first message of a partition, the committed offset is where we stand
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp) or 0
+        return max(self.ingest.last_offsets.get(tp, -1) + 1, committed)
+
+    async def _on_rebalanced(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Tables are recovered and Faust is about to seek every partition back to its
+        committed offset: rebuild the stages from the tables, not from memory."""
+        generation = self.app.consumer_generation_id
         async with self.identity.lock:
-            self.identity.reset()
+            self.identity.reset(generation)
         async with self.journeys.lock:
-            self.journeys.reset()
+            self.journeys.reset(generation)
 
     async def _update_gauges(self) -> None:
         consumer = self.app.consumer
@@ -198,13 +213,21 @@ class Runtime:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            # before the first message of a partition, the committed offset is where we stand
-            committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
-            processed = max(self.ingest.last_offsets.get(tp, -1) + 1, committed)
+            processed = self._position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed))
         for partition, engine in list(self.journeys.engines.items()):
             self.metrics.state_customers.labels(str(partition)).set(engine.customers_in_memory())
+            self._stage_gauges("journeys", partition, engine.timeline)
+            self.metrics.stage_late.labels("journeys", str(partition)).set(engine.late_items)
+        for partition, stage in list(self.identity.stages.items()):
+            self._stage_gauges("identity", partition, stage.timeline)
+            self.metrics.stage_late.labels("identity", str(partition)).set(stage.late_items)
         self.metrics.ready.set(1 if self.is_ready() else 0)
+
+    def _stage_gauges(self, stage: str, partition: int, timeline: Any) -> None:
+        if timeline.watermark > NEVER:
+            self.metrics.watermark.labels(stage, str(partition)).set(timeline.watermark / 1000)
+        self.metrics.buffered.labels(stage, str(partition)).set(len(timeline))
 
     def is_ready(self) -> bool:
         app = self.app
@@ -260,6 +283,7 @@ def _make_app(settings: Settings) -> JourneyApp:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_ms / 3000),
+        consumer_group_instance_id=settings.group_instance_id or None,
         stream_wait_empty=False,  # messages held in reorder buffers are acked later, by design
         web_enabled=True,
         web_bind=settings.http_host,

@@ -14,7 +14,7 @@ from journeystream.config import Settings
 from journeystream.core.config import RulesConfig
 from journeystream.core.decode import Rejection, decode
 from journeystream.core.events import Event
-from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyRecord
+from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyClosed, JourneyRecord
 from journeystream.core.identity import IdentityStage, device_key, needs_identity
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.timeline import NEVER, SourceWatermark
@@ -139,10 +139,12 @@ class IngestRunner:
                 sends.append(await topic.send(key=None, value=value, partition=downstream))
         return sends
 
-    async def tick(self, assigned: Sequence[int], quiet_after_s: float) -> None:
-        """Live mode: the watermark of a quiet input partition follows the wall clock."""
+    async def tick(self, caught_up: Sequence[int], quiet_after_s: float) -> None:
+        """Live mode: the watermark of a quiet input partition follows the wall clock. Quiet
+        means caught up with the partition's end and no message for `quiet_after_s`; a
+        partition with a backlog is never quiet, or its backlog would all arrive late."""
         now = time.monotonic()
-        for partition in assigned:
+        for partition in caught_up:
             if now - self.last_message_at.get(partition, 0.0) < quiet_after_s:
                 continue
             if self._watermark(partition).quiet(now_ms()):
@@ -162,13 +164,31 @@ class _KeyedRunner:
         self.sends: list[Awaitable[Any]] = []
         self.lock = asyncio.Lock()
         self.last_flush = time.monotonic()
+        self.generation: int | None = None  # set once the first rebalance has completed
 
-    def reset(self) -> None:
+    def reset(self, generation: int) -> None:
         """After a rebalance: forget in-memory state; the table is the truth, and every
         unacked message will be delivered again from the committed offsets."""
         self.books.clear()
         self.context_events.clear()
+        self.sends.clear()
         self._reset_stages()
+        self.generation = generation
+
+    def current(self, events: Sequence[Any]) -> list[Any]:
+        """The events of the current consumer generation. Older ones were fetched before a
+        rebalance and will be delivered again after the seek: they are neither processed
+        nor acked (the stage state they would apply to may be gone)."""
+        current = [event for event in events if event.message.generation_id == self.generation]
+        if len(current) != len(events):
+            log.warning(
+                "%s: dropped %d events of generation %s (now %s)",
+                type(self).__name__,
+                len(events) - len(current),
+                {e.message.generation_id for e in events},
+                self.generation,
+            )
+        return current
 
     def _reset_stages(self) -> None:
         raise NotImplementedError
@@ -236,7 +256,7 @@ class IdentityRunner(_KeyedRunner):
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
             touched: set[int] = set()
-            for event in events:
+            for event in self.current(events):
                 partition = event.message.partition
                 stage = self._stage(partition)
                 message = decode_internal(event.message.value)
@@ -330,7 +350,7 @@ class JourneyRunner(_KeyedRunner):
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
             touched: set[int] = set()
-            for event in events:
+            for event in self.current(events):
                 partition = event.message.partition
                 engine = self._engine(partition)
                 message = decode_internal(event.message.value)
@@ -369,6 +389,8 @@ class JourneyRunner(_KeyedRunner):
                 )
             elif isinstance(fact, AppliedEvent):
                 self.metrics.events_applied.inc()
+            elif isinstance(fact, JourneyClosed):
+                self.metrics.journeys_closed.labels(fact.status).inc()
         for callback in self.on_facts:
             callback(output.facts)
 

@@ -1,0 +1,180 @@
+"""Issue 3's acceptance on the real broker: a simulated stream of 50 000 events from 2 000
+customers, with disorder within the allowed lateness and 1% duplicates, gives exactly the
+simulator's ground truth in ClickHouse; `replay` of the same file gives the same tables;
+and killing the worker with SIGKILL three times along the way changes nothing."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from journeystream.config import Settings
+from journeystream.runtime.topics import ensure_topics
+from journeystream.simulate import GroundTruth, SimConfig, SimMessage, generate_with_truth, write_jsonl
+from journeystream.supervise import WorkerProcess
+from tests.integration.helpers import (
+    irritants_table,
+    journeys_table,
+    produce,
+    wait_for,
+    wait_until_caught_up,
+    worker_env,
+)
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 50_000
+CUSTOMERS = 2_000
+PARTITIONS = 4
+
+
+@dataclass
+class Stream:
+    messages: list[SimMessage]
+    truth: GroundTruth
+    file: Path
+    replay_journeys: dict[str, tuple[Any, ...]]
+    replay_irritants: dict[str, tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
+    """The simulated stream (entirely in the past, so the wall clock has passed every
+    deadline), its JSONL file, and what `journeystream replay` makes of that file."""
+    folder = tmp_path_factory.mktemp("stream")
+    now_ms = int(time.time() * 1000)
+    config = SimConfig(
+        seed=11,
+        customers=CUSTOMERS,
+        events=EVENTS,
+        start_ms=now_ms - 12 * 86_400_000,
+        events_per_second=5.0,
+        duplicate_share=0.01,
+        max_disorder_ms=4_000,
+    )
+    messages, truth = generate_with_truth(config)
+    assert truth.duplicates >= EVENTS // 200 and len(truth.journeys) > 5_000
+    file = folder / "stream.jsonl"
+    write_jsonl(messages, file)
+    env = {"JOURNEYSTREAM_DATA_DIR": str(folder / "replay")}
+    subprocess.run(
+        [sys.executable, "-m", "journeystream", "replay", str(file), "--close-until", "now"],
+        env={**_os_env(), **env},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return Stream(messages, truth, file, journeys_table(env), irritants_table(env))
+
+
+def _applied(worker: WorkerProcess) -> float:
+    try:
+        return worker.metrics().get("journeystream_events_applied_total", 0.0)
+    except OSError:  # not serving yet (starting, or rejoining the consumer group)
+        return 0.0
+
+
+def _has_applied(worker: WorkerProcess, count: int) -> bool:
+    return _applied(worker) >= count
+
+
+def _os_env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def assert_equals_ground_truth(
+    journeys: dict[str, tuple[Any, ...]], irritants: dict[str, tuple[Any, ...]], truth: GroundTruth
+) -> None:
+    statuses = {journey_id: row[4] for journey_id, row in journeys.items()}
+    assert Counter(statuses.values()) == Counter(truth.journeys.values())
+    assert statuses == truth.journeys
+    kinds = {irritant_id: row[1] for irritant_id, row in irritants.items()}
+    assert Counter(kinds.values()) == Counter(truth.irritants.values())
+    assert kinds == truth.irritants
+
+
+async def _start(env: dict[str, str], log: Path) -> WorkerProcess:
+    worker = WorkerProcess(env, log)
+    worker.start()
+    worker.wait_ready()
+    return worker
+
+
+async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+) -> None:
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    # the whole stream waits in the topic first: a backlog, read in order, never "quiet"
+    await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
+    worker = await _start(env, tmp_path / "worker.log")
+    try:
+        wait_until_caught_up(worker, PARTITIONS)
+        assert worker.metrics().get("journeystream_events_late_total") == 0.0
+    finally:
+        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
+
+    journeys, irritants = journeys_table(env), irritants_table(env)
+    assert_equals_ground_truth(journeys, irritants, stream.truth)
+    assert journeys == stream.replay_journeys  # every column, every journey
+    assert irritants == stream.replay_irritants
+
+
+@pytest.mark.crash
+async def test_sigkill_three_times_loses_nothing_and_counts_nothing_twice(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+) -> None:
+    # static membership, as deployed (one id per worker): the restarted worker takes its
+    # partitions back at once instead of waiting for the dead member's session to expire
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", group_instance_id=f"{unique_name}-w0")
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
+    chance = random.Random(2026)
+    recoveries = []
+    for kill in range(3):
+        worker = WorkerProcess(env, tmp_path / "worker.log")
+        started = time.monotonic()
+        worker.start()
+        worker.wait_ready()
+        # kill mid-stream: once this run has applied a random share of the stream
+        target = chance.randint(2_000, 12_000)
+        wait_for(partial(_has_applied, worker, 1), 120, "the first applied events")
+        recoveries.append(time.monotonic() - started)
+        wait_for(partial(_has_applied, worker, target), 180, f"{target} applied events", interval=0.05)
+        time.sleep(chance.uniform(0.0, 0.3))
+        applied = _applied(worker)
+        assert worker.kill() == -9
+        print(f"kill {kill + 1}: SIGKILL after {applied:.0f} events applied in that run")
+        assert applied < EVENTS, "the run finished before it could be killed mid-stream"
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    started = time.monotonic()
+    worker.start()
+    try:
+        wait_for(partial(_has_applied, worker, 1), 120, "the first applied events")
+        recoveries.append(time.monotonic() - started)
+        wait_until_caught_up(worker, PARTITIONS)
+    finally:
+        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
+    print("seconds from restart to the first applied event:", ", ".join(f"{s:.1f}" for s in recoveries))
+
+    journeys, irritants = journeys_table(env), irritants_table(env)
+    assert_equals_ground_truth(journeys, irritants, stream.truth)
+    assert journeys == stream.replay_journeys
+    assert irritants == stream.replay_irritants
+
+
+def test_replay_alone_equals_ground_truth(stream: Stream) -> None:
+    assert_equals_ground_truth(stream.replay_journeys, stream.replay_irritants, stream.truth)
