@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 	deploy/kafka/broker.sh fetch
+	deploy/system-deps.sh
 
 demo: install
 	$(BIN)/journeystream demo

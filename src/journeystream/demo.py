@@ -132,11 +132,7 @@ def _summary_loop(worker: WorkerProcess, simulator: subprocess.Popen[bytes], opt
 
 def render_summary(metrics: dict[str, float], rate: float, uptime_s: float) -> str:
     """A few lines a supervisor can read at a glance."""
-    rejected = {
-        series.split('reason="', 1)[1].split('"', 1)[0]: value
-        for series, value in metrics.items()
-        if series.startswith("journeystream_events_rejected_total{")
-    }
+    rejected = _by_label(metrics, "journeystream_events_rejected_total", "reason")
     lines = [
         f"── {uptime_s:6.0f}s ── {rate:8.0f} events/s ──"
         f" consumed {metric_sum(metrics, 'journeystream_events_consumed_total'):.0f}"
@@ -153,4 +149,21 @@ def render_summary(metrics: dict[str, float], rate: float, uptime_s: float) -> s
         lines.append(
             "   rejected by reason: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rejected.items()))
         )
+    closed = _by_label(metrics, "journeystream_journeys_closed_total", "status")
+    irritants = _by_label(metrics, "journeystream_irritants_total", "kind")
+    versions = metric_sum(metrics, "journeystream_sink_rows_total", table="journeys")
+    closed_text = ", ".join(f"{k} {v:.0f}" for k, v in sorted(closed.items())) or "none yet"
+    lines.append(f"   journeys: {versions:.0f} versions stored; closed {closed_text}")
+    if irritants:
+        lines.append("   irritants: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(irritants.items())))
     return "\n".join(lines)
+
+
+def _by_label(metrics: dict[str, float], name: str, label: str) -> dict[str, float]:
+    """{label value: value} for every series of `name` carrying `label`."""
+    marker = f'{label}="'
+    return {
+        series.split(marker, 1)[1].split('"', 1)[0]: value
+        for series, value in metrics.items()
+        if series.startswith(name + "{") and marker in series
+    }
