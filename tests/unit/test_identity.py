@@ -13,7 +13,7 @@ import pytest
 from journeystream.core.config import RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyClosed, JourneyRecord
-from journeystream.core.identity import IdentityStage, anonymous_key, device_key, needs_identity
+from journeystream.core.identity import IdentityStage, anonymous_key, device_key, encode_links, needs_identity
 from journeystream.core.ids import irritant_id, journey_id
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.pipeline import LocalPipeline
@@ -114,18 +114,35 @@ def test_identity_stage_resolves_in_event_time_order() -> None:
         KeyedEvent("C", link, "anon:A"),
         KeyedEvent("C", after),
     ]
-    assert stage.dirty_links() == {"A": "C"}
+    assert stage.dirty_links() == {"A": [(T0 + SEC, "C")]}
     assert stage.dirty_links() == {}
 
 
-def test_identity_stage_late_event_is_resolved_with_the_links_known_now() -> None:
+def test_identity_stage_late_event_from_before_the_login_stays_anonymous() -> None:
+    """Resolution depends on the event's time, not on when it is processed: the anonymous
+    key's tombstone forwards it to the customer (see the journey engine)."""
     stage = IdentityStage(["src"])
     stage.push(login("l", 10 * SEC))
     stage.observe("src", T0 + 10 * SEC)
     stage.drain()
     late = ev("a0", 0, "page_view", anon="A")  # before the login, delivered long after it
+    after = ev("a1", 11 * SEC, "page_view", anon="A")
     stage.push(late)
-    assert stage.drain() == [KeyedEvent("C", late)]
+    stage.push(after)
+    stage.observe("src", T0 + 12 * SEC)
+    assert stage.drain() == [KeyedEvent("anon:A", late), KeyedEvent("C", after)]
+
+
+def test_identity_stage_restarted_with_the_link_stored_still_resolves_earlier_events_as_anonymous() -> None:
+    """After a crash, events from before the login are read again while the link written
+    after the login is already in the table."""
+    stored = {"A": encode_links([(T0 + 10 * SEC, "C")])}
+    stage = IdentityStage(["src"], load_link=stored.get)
+    before, after = ev("a0", 5 * SEC, "page_view", anon="A"), ev("a1", 20 * SEC, "page_view", anon="A")
+    stage.push(before)
+    stage.push(after)
+    stage.observe("src", T0 + 30 * SEC)
+    assert stage.drain() == [KeyedEvent("anon:A", before), KeyedEvent("C", after)]
 
 
 def test_identity_stage_second_login_asks_for_a_merge_again_but_links_once() -> None:
@@ -135,11 +152,11 @@ def test_identity_stage_second_login_asks_for_a_merge_again_but_links_once() -> 
     stage.observe("src", T0 + MIN)
     out = stage.drain()
     assert [type(item).__name__ for item in out] == ["MergeRequest", "KeyedEvent"] * 2
-    assert stage.dirty_links() == {"A": "C"}
+    assert stage.dirty_links() == {"A": [(T0, "C"), (T0 + MIN, "C")]}
 
 
 def test_identity_stage_loads_links_after_a_restart() -> None:
-    stage = IdentityStage(["src"], load_link={"A": "C"}.get)
+    stage = IdentityStage(["src"], load_link={"A": encode_links([(T0 - 1, "C")])}.get)
     event = ev("a", 0, "page_view", anon="A")
     other = ev("b", 0, "page_view", anon="B")
     stage.push(event)

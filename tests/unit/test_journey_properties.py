@@ -24,7 +24,7 @@ from journeystream.core.facts import (
     JourneyStarted,
     SessionEnded,
 )
-from journeystream.core.identity import IdentityStage
+from journeystream.core.identity import IdentityStage, encode_links
 from journeystream.core.journeys import JourneyEngine, MergePayload
 from journeystream.core.pipeline import SOURCE_A, SOURCE_B, LocalPipeline
 from journeystream.core.state import CustomerState
@@ -181,7 +181,8 @@ def restarted(stream: tuple[Event, ...], split: int) -> list[Fact]:
     links = first.identity.dirty_links()
 
     second = LocalPipeline(CONFIG)
-    second.identity = IdentityStage([SOURCE_A], load_link=links.get)
+    stored = {anonymous_id: encode_links(entries) for anonymous_id, entries in links.items()}
+    second.identity = IdentityStage([SOURCE_A], load_link=stored.get)
     second.engine = JourneyEngine(CONFIG, [SOURCE_A, SOURCE_B])
     for key, raw in states.items():
         if raw is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import orjson
+
 from journeystream.core.events import Event
 from journeystream.core.journeys import Item, KeyedEvent, MergeRequest
 from journeystream.core.timeline import Timeline
@@ -32,16 +34,32 @@ def device_key(event: Event) -> str:
     return str(event.anonymous_id if event.anonymous_id is not None else event.customer_id)
 
 
+Links = list[tuple[int, str]]  # (login time, customer id), in time order
+
+
+def encode_links(links: Links) -> bytes:
+    return orjson.dumps(links)
+
+
+def decode_links(raw: bytes) -> Links:
+    return [(int(at), str(customer)) for at, customer in orjson.loads(raw)]
+
+
 class IdentityStage:
-    """Resolves customer keys for one partition of device-keyed events."""
+    """Resolves customer keys for one partition of device-keyed events.
+
+    A link applies to the events after its login's time, not to every event processed
+    after the link was made: after a restart, events from before the login may be read
+    again while the stored link already exists, and they must still resolve as anonymous.
+    """
 
     def __init__(
-        self, sources: Iterable[str], load_link: Callable[[str], str | None] = lambda anon: None
+        self, sources: Iterable[str], load_link: Callable[[str], bytes | None] = lambda anon: None
     ) -> None:
         self.timeline: Timeline[Event] = Timeline(sources)
         self._load_link = load_link
-        self._links: dict[str, str | None] = {}
-        self._dirty: dict[str, str] = {}
+        self._links: dict[str, Links] = {}
+        self._dirty: dict[str, Links] = {}
         self._out: list[Item] = []
         self.late_items = 0
 
@@ -60,7 +78,7 @@ class IdentityStage:
         out, self._out = self._out, []
         return out
 
-    def dirty_links(self) -> dict[str, str]:
+    def dirty_links(self) -> dict[str, Links]:
         dirty, self._dirty = self._dirty, {}
         return dirty
 
@@ -68,7 +86,7 @@ class IdentityStage:
         anonymous_id = event.anonymous_id
         if event.customer_id is not None:
             if event.type == "login" and anonymous_id is not None:
-                self._link(anonymous_id, event.customer_id)
+                self._link(anonymous_id, event.customer_id, event.occurred_at)
                 self._out.append(
                     MergeRequest(
                         anonymous_key(anonymous_id), event.customer_id, event.occurred_at, event.event_id
@@ -79,15 +97,28 @@ class IdentityStage:
                 self._out.append(KeyedEvent(event.customer_id, event))
             return
         assert anonymous_id is not None  # the contract guarantees one of the two ids
-        customer = self._linked(anonymous_id)
+        customer = self.linked(anonymous_id, event.occurred_at)
         self._out.append(KeyedEvent(customer if customer is not None else anonymous_key(anonymous_id), event))
 
-    def _linked(self, anonymous_id: str) -> str | None:
-        if anonymous_id not in self._links:
-            self._links[anonymous_id] = self._load_link(anonymous_id)
-        return self._links[anonymous_id]
+    def linked(self, anonymous_id: str, at: int) -> str | None:
+        """The customer the anonymous id was linked to by the last login before `at`."""
+        customer = None
+        for login_at, linked_to in self._links_of(anonymous_id):
+            if login_at >= at:
+                break
+            customer = linked_to
+        return customer
 
-    def _link(self, anonymous_id: str, customer_id: str) -> None:
-        if self._linked(anonymous_id) != customer_id:
-            self._links[anonymous_id] = customer_id
-            self._dirty[anonymous_id] = customer_id
+    def _links_of(self, anonymous_id: str) -> Links:
+        links = self._links.get(anonymous_id)
+        if links is None:
+            raw = self._load_link(anonymous_id)
+            links = self._links[anonymous_id] = decode_links(raw) if raw is not None else []
+        return links
+
+    def _link(self, anonymous_id: str, customer_id: str, at: int) -> None:
+        links = self._links_of(anonymous_id)
+        if (at, customer_id) not in links:
+            links.append((at, customer_id))
+            links.sort()
+            self._dirty[anonymous_id] = links

@@ -15,7 +15,7 @@ from journeystream.core.config import RulesConfig
 from journeystream.core.decode import Rejection, decode
 from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyClosed, JourneyRecord
-from journeystream.core.identity import IdentityStage, device_key, needs_identity
+from journeystream.core.identity import IdentityStage, device_key, encode_links, needs_identity
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.timeline import NEVER, SourceWatermark
 from journeystream.metrics import Metrics
@@ -249,9 +249,9 @@ class IdentityRunner(_KeyedRunner):
             )
         return stage
 
-    def _load_link(self, anonymous_id: str) -> str | None:
+    def _load_link(self, anonymous_id: str) -> bytes | None:
         value = self.table.get(anonymous_id.encode())
-        return None if value is None else bytes(value).decode()
+        return None if value is None else bytes(value)
 
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
@@ -287,7 +287,7 @@ class IdentityRunner(_KeyedRunner):
 
     def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
         return {
-            partition: {anon.encode(): customer.encode() for anon, customer in stage.dirty_links().items()}
+            partition: {anon.encode(): encode_links(links) for anon, links in stage.dirty_links().items()}
             for partition, stage in self.stages.items()
         }
 
