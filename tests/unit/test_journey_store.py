@@ -7,7 +7,7 @@ from journeystream.core.config import DAY_MS, RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import JourneyRecord
 from journeystream.core.ids import journey_id
-from journeystream.core.journeys import JourneyEngine, KeyedEvent
+from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergeRequest
 
 T0 = 1_700_000_000_000
 
@@ -87,3 +87,25 @@ def test_an_id_old_in_event_time_is_still_deduplicated_while_few_events_were_app
         )
     engine.observe("A", T0 + 3 * DAY_MS + 10)
     assert engine.customer("C1") is None or "e1" not in engine.customer("C1").seen  # type: ignore[union-attr]
+
+
+def test_a_merged_anonymous_key_stays_a_tombstone_while_its_ids_may_come_back() -> None:
+    """The watermark may jump days ahead (a quiet, caught-up stream follows the wall clock)
+    while anonymous events are still delivered again after a crash: they must be forwarded
+    to the customer, not open a new anonymous journey."""
+    engine = JourneyEngine(RulesConfig(dedup_min_items=5), ["A"])
+    anonymous = KeyedEvent(
+        "anon:X", Event("a1", T0, "web", "journey_start", anonymous_id="X", journey="claim")
+    )
+    engine.push(anonymous)
+    engine.push(MergeRequest("anon:X", "C9", T0 + 60_000, "login"))
+    engine.observe("A", T0 + 120_000)
+    engine.drain()
+    engine.observe("A", T0 + 3 * DAY_MS)  # days later in event time, few events applied since
+    engine.drain()
+    engine.push(anonymous)  # delivered again
+    engine.observe("A", T0 + 3 * DAY_MS + 1)
+    messages = engine.drain().messages
+    assert messages == [KeyedEvent("C9", anonymous.event, None)]  # forwarded, not re-opened
+    tombstone = engine.customer("anon:X")
+    assert tombstone is not None and tombstone.merged_into == "C9" and not tombstone.journeys

@@ -382,10 +382,8 @@ class JourneyEngine:
             _, key = revisits.popleft()
             state = self._customers.get(key)
             if state is not None and state.awaiting is None and state.seen:
-                size = len(state.seen)
-                self._prune(state, self.timeline.watermark)
-                if len(state.seen) != size:
-                    self._changed(state)
+                self._fire_due(state, self.timeline.watermark)
+                self._changed(state)
 
     def _fire_wakeups(self, watermark: int) -> None:
         wakeups = self._wakeups
@@ -428,8 +426,14 @@ class JourneyEngine:
                 )
             )
         self._prune(state, before)
-        if state.merged_into is not None and state.latest + self.config.idle_timeout_ms < before:
-            state.merged_into = None  # stragglers are no longer expected: forget the tombstone
+        if (
+            state.merged_into is not None
+            and state.latest + self.config.idle_timeout_ms < before
+            and not state.seen
+        ):
+            # stragglers are no longer expected, and no id it handed over can come back
+            # from a redelivery any more (see dedup_min_items): forget the tombstone
+            state.merged_into = None
         if not (
             state.journeys
             or state.digital
@@ -524,7 +528,7 @@ class JourneyEngine:
         ]
         if pending:
             candidates.append(min(pending))
-        if state.merged_into is not None:
+        if state.merged_into is not None and state.latest + config.idle_timeout_ms >= watermark:
             candidates.append(state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
         return min(candidates) if candidates else FAR_FUTURE
 
@@ -546,6 +550,11 @@ class JourneyEngine:
         payload = None if state.merged_into is not None else _handover_bytes(state)
         self._out.messages.append(MergePayload(request.into, state.key, payload))
         _become_tombstone(state, request.into, request.at)
+        # the tombstone keeps the ids it handed over: until they are forgotten, a redelivered
+        # item of this key is still forwarded, never taken for a new anonymous visitor
+        for entry in state.seen.values():
+            entry[1] = self._applied
+        self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
 
     def _merge(self, state: CustomerState, source: str, payload: bytes | None) -> None:
         state.merged_from.append(source)
@@ -654,7 +663,7 @@ def _combine(kept: JourneyState, absorbed: JourneyState) -> None:
 
 def _become_tombstone(state: CustomerState, into: str, at: int) -> None:
     """What is left of an anonymous key once merged: where to forward later items."""
-    state.journeys, state.digital, state.contacts, state.seen, state.sessions = {}, [], [], {}, {}
+    state.journeys, state.digital, state.contacts, state.sessions = {}, [], [], {}
     state.held, state.pending_payloads, state.awaiting = [], {}, None
     state.merged_into = into
     state.latest = max(state.latest, at)

@@ -358,8 +358,20 @@ class JourneyRunner(_KeyedRunner):
                 if isinstance(message, Watermark):
                     engine.observe(message.source, message.watermark)
                 elif isinstance(message, MergePayload):
+                    log.debug(
+                        "merge payload %s -> %s (%s) at %s/%s",
+                        message.source,
+                        message.key,
+                        "with state" if message.state else "empty",
+                        partition,
+                        event.message.offset,
+                    )
                     engine.receive_payload(message)
                 elif isinstance(message, KeyedEvent | MergeRequest):
+                    if isinstance(message, MergeRequest) or message.merge_from:
+                        log.debug(
+                            "%s %s at %s/%s", type(message).__name__, message, partition, event.message.offset
+                        )
                     engine.push(message)
                     item = message
                 self._book(partition).processed(event, item)
