@@ -193,6 +193,27 @@ class _KeyedRunner:
     def _reset_stages(self) -> None:
         raise NotImplementedError
 
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Apply a batch to the partitions' stages, then send what they produced."""
+        async with self.lock:
+            touched: set[int] = set()
+            for event in self.current(events):
+                partition = event.message.partition
+                item = self._dispatch(partition, decode_internal(event.message.value))
+                self._book(partition).processed(event, item)
+                self.context_events[partition] = event
+                touched.add(partition)
+            for partition in sorted(touched):
+                await self._send_outputs(partition)
+
+    def _dispatch(self, partition: int, message: Any) -> Any:
+        """Hand one internal message to the partition's stage; returns the buffered item
+        (acked only once applied) or None."""
+        raise NotImplementedError
+
+    async def _send_outputs(self, partition: int) -> None:
+        raise NotImplementedError
+
     def _book(self, partition: int) -> AckBook:
         book = self.books.get(partition)
         if book is None:
@@ -253,24 +274,13 @@ class IdentityRunner(_KeyedRunner):
         value = self.table.get(anonymous_id.encode())
         return None if value is None else bytes(value)
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        async with self.lock:
-            touched: set[int] = set()
-            for event in self.current(events):
-                partition = event.message.partition
-                stage = self._stage(partition)
-                message = decode_internal(event.message.value)
-                item = None
-                if isinstance(message, Watermark):
-                    stage.observe(message.source, message.watermark)
-                elif isinstance(message, Event):
-                    stage.push(message)
-                    item = message
-                self._book(partition).processed(event, item)
-                self.context_events[partition] = event
-                touched.add(partition)
-            for partition in sorted(touched):
-                await self._send_outputs(partition)
+    def _dispatch(self, partition: int, message: Any) -> Any:
+        stage = self._stage(partition)
+        if isinstance(message, Watermark):
+            stage.observe(message.source, message.watermark)
+            return None
+        stage.push(message)
+        return message
 
     async def _send_outputs(self, partition: int) -> None:
         stage = self.stages[partition]
@@ -347,41 +357,28 @@ class JourneyRunner(_KeyedRunner):
         value = self.table.get(key.encode())
         return None if value is None else bytes(value)
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        async with self.lock:
-            touched: set[int] = set()
-            for event in self.current(events):
-                partition = event.message.partition
-                engine = self._engine(partition)
-                message = decode_internal(event.message.value)
-                item = None
-                if isinstance(message, Watermark):
-                    engine.observe(message.source, message.watermark)
-                elif isinstance(message, MergePayload):
-                    log.debug(
-                        "merge payload %s -> %s (%s) at %s/%s",
-                        message.source,
-                        message.key,
-                        "with state" if message.state else "empty",
-                        partition,
-                        event.message.offset,
-                    )
-                    engine.receive_payload(message)
-                elif isinstance(message, KeyedEvent | MergeRequest):
-                    if isinstance(message, MergeRequest) or message.merge_from:
-                        log.debug(
-                            "%s %s at %s/%s", type(message).__name__, message, partition, event.message.offset
-                        )
-                    engine.push(message)
-                    item = message
-                self._book(partition).processed(event, item)
-                self.context_events[partition] = event
-                touched.add(partition)
-            for partition in sorted(touched):
-                await self._send_outputs(self.engines[partition])
+    def _dispatch(self, partition: int, message: Any) -> Any:
+        engine = self._engine(partition)
+        if isinstance(message, Watermark):
+            engine.observe(message.source, message.watermark)
+        elif isinstance(message, MergePayload):
+            log.debug(
+                "merge payload %s -> %s (%s) at partition %s",
+                message.source,
+                message.key,
+                "with state" if message.state else "empty",
+                partition,
+            )
+            engine.receive_payload(message)
+        elif isinstance(message, KeyedEvent | MergeRequest):
+            if isinstance(message, MergeRequest) or message.merge_from:
+                log.debug("%s at partition %s", message, partition)
+            engine.push(message)
+            return message
+        return None
 
-    async def _send_outputs(self, engine: JourneyEngine) -> None:
-        output = engine.drain()
+    async def _send_outputs(self, partition: int) -> None:
+        output = self.engines[partition].drain()
         for message in output.messages:
             self.sends.append(
                 await self.topics.by_customer.send(key=message.key.encode(), value=encode(message))
