@@ -1,0 +1,62 @@
+"""The client's ceiling on this machine: aiokafka consuming a pre-filled topic with no
+processing at all (the reference for the worker's end-to-end figure)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.broker import local_broker
+from journeystream.simulate import SimConfig, generate
+
+EVENTS = 200_000
+TOPIC = "bench.drain"
+
+
+async def _fill(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(TOPIC, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _drain(bootstrap: str) -> float:
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    started = time.monotonic()
+    try:
+        while seen < EVENTS:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(records) for records in batch.values())
+    finally:
+        await consumer.stop()
+    return time.monotonic() - started
+
+
+def run() -> dict[str, float]:
+    messages = [(m.key, m.value) for m in generate(SimConfig(seed=2, customers=20_000, events=EVENTS))]
+    with local_broker() as (bootstrap, _):
+        asyncio.run(_fill(bootstrap, messages))
+        seconds = asyncio.run(_drain(bootstrap))
+    return {"events": EVENTS, "events_per_s": EVENTS / seconds}
