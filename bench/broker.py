@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from journeystream.supervise import free_port_pair
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 @contextmanager
 def local_broker() -> Iterator[tuple[str, float]]:
     """Start a fresh broker; yields (bootstrap, seconds it took to be ready)."""
-    port = _free_port_pair()
+    port = free_port_pair()
     state = ROOT / ".local" / f"bench-kafka-{port}"
     shutil.rmtree(state, ignore_errors=True)
     env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(state)}
@@ -45,3 +35,24 @@ def local_broker() -> Iterator[tuple[str, float]]:
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, check=False, capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+async def fill_topic(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], partitions: int = 0
+) -> None:
+    """Produce `messages` (key, value) to `topic`; create it first when `partitions` > 0."""
+    if partitions:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        finally:
+            await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()

@@ -6,31 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
 
-from bench.broker import local_broker
+from bench.broker import fill_topic, local_broker
 from journeystream.simulate import SimConfig, generate
 
 EVENTS = 200_000
 TOPIC = "bench.drain"
-
-
-async def _fill(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, num_partitions=4, replication_factor=1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(TOPIC, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _drain(bootstrap: str) -> float:
@@ -57,6 +39,6 @@ async def _drain(bootstrap: str) -> float:
 def run() -> dict[str, float]:
     messages = [(m.key, m.value) for m in generate(SimConfig(seed=2, customers=20_000, events=EVENTS))]
     with local_broker() as (bootstrap, _):
-        asyncio.run(_fill(bootstrap, messages))
+        asyncio.run(fill_topic(bootstrap, TOPIC, messages, partitions=4))
         seconds = asyncio.run(_drain(bootstrap))
     return {"events": EVENTS, "events_per_s": EVENTS / seconds}

@@ -9,26 +9,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
-from bench.broker import local_broker
+from bench.broker import fill_topic, local_broker
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import SimConfig, generate
 from journeystream.supervise import WorkerProcess, metric_sum
 
 EVENTS = 100_000
-
-
-async def _fill(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def run() -> dict[str, float]:
@@ -47,7 +34,7 @@ def run() -> dict[str, float]:
         }
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
-        asyncio.run(_fill(bootstrap, settings.topic_interactions, messages))
+        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, messages))
         worker = WorkerProcess(env, Path(folder) / "worker.log")
         worker.start()
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,34 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from journeystream.supervise import free_port_pair
+
 ROOT = Path(__file__).resolve().parents[1]
 BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 free (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port < 65000 and _is_free(port + 1):
-            return port
-    raise RuntimeError("no free port pair found")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,18 @@ from pathlib import Path
 
 from journeystream.config import Settings, rules_config
 from journeystream.core.decode import Rejection, decode
-from journeystream.core.facts import Fact, Irritant, JourneyRecord
+from journeystream.core.facts import Fact
 from journeystream.core.pipeline import LocalPipeline
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import (
     ALL_TABLES,
     INTERACTION_EVENTS,
-    IRRITANTS,
     JOURNEYS,
     REJECTED_EVENTS,
     Coordinates,
+    fact_row,
     interaction_row,
-    irritant_row,
-    journey_row,
+    now_ms,
     rejected_row,
 )
 from journeystream.sinks.sink import BatchingSink
@@ -45,10 +44,6 @@ class ReplaySummary:
     journeys_written: int = 0
     irritants_written: int = 0
     seconds: float = 0.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def replay_file(path: Path, settings: Settings, close_until: int | None = None) -> ReplaySummary:
@@ -98,9 +93,11 @@ async def _replay(
 def _write_facts(facts: list[Fact], sink: BatchingSink, summary: ReplaySummary) -> None:
     stamp = now_ms()
     for fact in facts:
-        if isinstance(fact, JourneyRecord):
-            sink.add(JOURNEYS.name, journey_row(fact, stamp))
+        row = fact_row(fact, stamp)
+        if row is None:
+            continue
+        sink.add(*row)
+        if row[0] == JOURNEYS.name:
             summary.journeys_written += 1
-        elif isinstance(fact, Irritant):
-            sink.add(IRRITANTS.name, irritant_row(fact, stamp))
+        else:
             summary.irritants_written += 1

@@ -13,8 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from journeystream.config import Settings
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.store import StoreTarget
-from journeystream.supervise import WorkerProcess
-from tests.conftest import free_port
+from journeystream.supervise import WorkerProcess, free_port
 
 
 def worker_env(bootstrap: str, name: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Sequence
 from functools import partial
 from pathlib import Path
@@ -290,7 +289,3 @@ def _make_app(settings: Settings) -> JourneyApp:
         web_host=settings.http_host,
         web_port=settings.http_port,
     )
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)

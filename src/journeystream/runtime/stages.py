@@ -17,21 +17,19 @@ from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, Fact, Irritant, JourneyClosed, JourneyRecord
 from journeystream.core.identity import IdentityStage, device_key, encode_links, needs_identity
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
-from journeystream.core.timeline import NEVER, SourceWatermark
+from journeystream.core.timeline import NEVER, SourceWatermark, Timeline
 from journeystream.metrics import Metrics
 from journeystream.runtime.codec import Watermark, decode_internal, encode, encode_device_event
 from journeystream.runtime.partitions import AckBook, partition_of, write_table
 from journeystream.sinks.rows import (
     INTERACTION_EVENTS,
-    IRRITANTS,
-    JOURNEYS,
     REJECTED_EVENTS,
     Coordinates,
+    fact_row,
     interaction_row,
     irritant_json,
-    irritant_row,
     journey_json,
-    journey_row,
+    now_ms,
     rejected_row,
 )
 from journeystream.sinks.sink import BatchingSink
@@ -39,10 +37,6 @@ from journeystream.sinks.sink import BatchingSink
 log = logging.getLogger(__name__)
 
 Send = Callable[..., Awaitable[Any]]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def source_names(prefix: str, partitions: int) -> list[str]:
@@ -244,6 +238,11 @@ class _KeyedRunner:
         raise NotImplementedError
 
     def _still_buffered(self, partition: int) -> list[Any]:
+        """Items of the partition still waiting in its reorder buffer (not to be acked)."""
+        timeline = self._timeline(partition)
+        return timeline.pending() if timeline is not None else []
+
+    def _timeline(self, partition: int) -> Timeline[Any] | None:
         raise NotImplementedError
 
 
@@ -301,9 +300,9 @@ class IdentityRunner(_KeyedRunner):
             for partition, stage in self.stages.items()
         }
 
-    def _still_buffered(self, partition: int) -> list[Any]:
+    def _timeline(self, partition: int) -> Timeline[Any] | None:
         stage = self.stages.get(partition)
-        return stage.timeline.pending() if stage is not None else []
+        return stage.timeline if stage is not None else None
 
 
 class JourneyRunner(_KeyedRunner):
@@ -385,13 +384,14 @@ class JourneyRunner(_KeyedRunner):
             )
         stamp = now_ms()
         for fact in output.facts:
+            row = fact_row(fact, stamp)
+            if row is not None:
+                self.sink.add(*row)
             if isinstance(fact, JourneyRecord):
-                self.sink.add(JOURNEYS.name, journey_row(fact, stamp))
                 self.sends.append(
                     await self.topics.journeys.send(key=fact.journey_id.encode(), value=journey_json(fact))
                 )
             elif isinstance(fact, Irritant):
-                self.sink.add(IRRITANTS.name, irritant_row(fact, stamp))
                 self.metrics.irritants.labels(fact.kind).inc()
                 self.sends.append(
                     await self.topics.irritants.send(key=fact.irritant_id.encode(), value=irritant_json(fact))
@@ -413,9 +413,9 @@ class JourneyRunner(_KeyedRunner):
             for partition, engine in self.engines.items()
         }
 
-    def _still_buffered(self, partition: int) -> list[Any]:
+    def _timeline(self, partition: int) -> Timeline[Any] | None:
         engine = self.engines.get(partition)
-        return engine.timeline.pending() if engine is not None else []
+        return engine.timeline if engine is not None else None
 
 
 def _rejection_headers(rejection: Rejection, where: Coordinates) -> list[tuple[str, bytes]]:

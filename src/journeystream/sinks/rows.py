@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from journeystream.core.events import Event
-from journeystream.core.facts import Irritant, JourneyRecord
+from journeystream.core.facts import Fact, Irritant, JourneyRecord
 from journeystream.sinks.sink import TableSpec
 
 EXCERPT_BYTES: Final = 2048
@@ -136,6 +137,20 @@ def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms:
         safe_text(raw[:EXCERPT_BYTES]),
         now_ms,
     )
+
+
+def now_ms() -> int:
+    """Wall-clock stamp for ingested_at / updated_at columns (never used for decisions)."""
+    return time.time_ns() // 1_000_000
+
+
+def fact_row(fact: Fact, stamp: int) -> tuple[str, tuple[Any, ...]] | None:
+    """The (table, row) a fact of the journey engine is stored as, if it is stored."""
+    if isinstance(fact, JourneyRecord):
+        return JOURNEYS.name, journey_row(fact, stamp)
+    if isinstance(fact, Irritant):
+        return IRRITANTS.name, irritant_row(fact, stamp)
+    return None
 
 
 def journey_row(record: JourneyRecord, now_ms: int) -> tuple[Any, ...]:
