@@ -21,9 +21,11 @@ from journeystream.core.pipeline import LocalPipeline
 from journeystream.simulate import SimConfig, generate
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import (
+    ALERTS,
     INTERACTION_EVENTS,
     IRRITANTS,
     JOURNEYS,
+    KPI_MINUTE,
     REJECTED_EVENTS,
     Coordinates,
     interaction_row,
@@ -36,33 +38,8 @@ HOUR_MS: Final = 3_600_000
 WEEK_MS: Final = 7 * 24 * HOUR_MS
 TOPIC: Final = "journeystream.interactions"
 
-KPI_COLUMNS: Final = (
-    "minute",
-    "channel",
-    "journey",
-    "segment",
-    "shard",
-    *COUNTER_FIELDS,
-    "wait_buckets",
-    "version",
-    "updated_at",
-)
-ALERT_COLUMNS: Final = (
-    "alert_id",
-    "rule",
-    "status",
-    "severity",
-    "metric",
-    "channel",
-    "journey",
-    "segment",
-    "value",
-    "threshold",
-    "summary",
-    "starts_at",
-    "ends_at",
-    "notified_at",
-)
+KPI_COLUMNS: Final = KPI_MINUTE.columns
+ALERT_COLUMNS: Final = ALERTS.columns
 
 
 @dataclass

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journeystream.config import Settings, settings_table
+from journeystream.config import Settings, load_alert_rules, settings_table
 from journeystream.errors import JourneystreamError
 
 if TYPE_CHECKING:
@@ -115,11 +115,12 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     log.info("settings: %s", settings.describe())
+    rules = load_alert_rules(settings)  # a broken rules file stops the worker before it starts
     writer = ClickHouseWriter(StoreTarget.from_settings(settings))
     writer.call(lambda client: migrate(client, settings, writer.database))
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
-    runtime = Runtime(settings, writer, Metrics(CollectorRegistry()))
+    runtime = Runtime(settings, writer, Metrics(CollectorRegistry()), rules)
     worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from journeystream.core.alerts import Rule, load_rules
 from journeystream.core.config import RulesConfig
 from journeystream.errors import ConfigError
 
@@ -138,6 +139,39 @@ _SETTINGS: dict[str, _Setting] = {
         "Static consumer-group membership id, unique per worker (e.g. the pod name): a restarted worker "
         "takes its partitions back without a rebalance; empty = dynamic membership",
     ),
+    "kpi_horizon_ms": _Setting(
+        "KPI_HORIZON_MS",
+        "21600000",
+        _positive_int,
+        "KPI minute cells stay in worker state this long behind the watermark; an event later "
+        "than this is stored but no longer counted in kpi_minute (see journeystream_kpi_too_late_total)",
+    ),
+    "alert_rules": _Setting(
+        "ALERT_RULES",
+        "",
+        str,
+        "YAML file of threshold alert rules (e.g. deploy/alerts.example.yaml), validated at start; "
+        "empty = no alerting",
+    ),
+    "alertmanager_url": _Setting(
+        "ALERTMANAGER_URL",
+        "",
+        str,
+        "Alertmanager base URL (e.g. http://127.0.0.1:9093); alerts are posted to /api/v2/alerts, "
+        "with retries; empty = alerts go to the alerts topic and table only",
+    ),
+    "alert_eval_ms": _Setting(
+        "ALERT_EVAL_MS", "5000", _positive_int, "How often the alert evaluator looks for complete minutes"
+    ),
+    "alert_resend_ms": _Setting(
+        "ALERT_RESEND_MS",
+        "60000",
+        _positive_int,
+        "Firing alerts are re-posted to Alertmanager this often (keep below its resolve_timeout)",
+    ),
+    "schemas_dir": _Setting(
+        "SCHEMAS_DIR", "", str, "Directory of the ClickHouse DDL; empty = schemas/clickhouse of the checkout"
+    ),
     "store": _Setting(
         "STORE",
         "memory://",
@@ -174,6 +208,12 @@ class Settings:
     quiet_after_ms: int
     kafka_session_timeout_ms: int
     group_instance_id: str
+    kpi_horizon_ms: int
+    alert_rules: str
+    alertmanager_url: str
+    alert_eval_ms: int
+    alert_resend_ms: int
+    schemas_dir: str
     store: str
     data_dir: str
     http_host: str
@@ -200,6 +240,7 @@ class Settings:
         """Every setting as it may be logged: passwords in the DSN are masked."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["clickhouse_dsn"] = mask_password(self.clickhouse_dsn)
+        shown["alertmanager_url"] = mask_password(self.alertmanager_url)
         return shown
 
     @property
@@ -243,3 +284,18 @@ def rules_config(settings: Settings) -> RulesConfig:
         abandon_after_ms=settings.abandon_after_ms,
         idle_timeout_ms=settings.idle_timeout_ms,
     )
+
+
+def load_alert_rules(settings: Settings) -> list[Rule]:
+    """The validated rules of JOURNEYSTREAM_ALERT_RULES ([] when unset); ConfigError names
+    the file and every problem found in it."""
+    if not settings.alert_rules:
+        return []
+    path = Path(settings.alert_rules)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"{PREFIX}ALERT_RULES={settings.alert_rules!r}: cannot read it ({exc.strerror})"
+        ) from None
+    return load_rules(text, str(path))

@@ -7,6 +7,7 @@ until Ctrl-C (or --duration), and stops what it started, in reverse order, by PI
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from journeystream.supervise import WorkerProcess, metric_sum
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER = ROOT / "deploy" / "kafka" / "broker.sh"
+EXAMPLE_RULES = ROOT / "deploy" / "alerts.example.yaml"
 
 
 @dataclass
@@ -54,7 +56,11 @@ def run_demo(options: DemoOptions) -> int:
     data_dir = Path(os.environ.get("JOURNEYSTREAM_DATA_DIR", ROOT / ".local" / "demo"))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {"JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap, "JOURNEYSTREAM_DATA_DIR": str(data_dir)}
+    env = {
+        "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "JOURNEYSTREAM_DATA_DIR": str(data_dir),
+        "JOURNEYSTREAM_ALERT_RULES": os.environ.get("JOURNEYSTREAM_ALERT_RULES", str(EXAMPLE_RULES)),
+    }
     broker_env = {**os.environ, "KAFKA_PORT": port}
     started_broker = False
     simulator: subprocess.Popen[bytes] | None = None
@@ -156,7 +162,23 @@ def render_summary(metrics: dict[str, float], rate: float, uptime_s: float) -> s
     lines.append(f"   journeys: {versions:.0f} versions stored; closed {closed_text}")
     if irritants:
         lines.append("   irritants: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(irritants.items())))
+    lines.extend(_alert_lines(metrics))
     return "\n".join(lines)
+
+
+def _alert_lines(metrics: dict[str, float]) -> list[str]:
+    """The KPI each alert rule watches, over its rolling window, and which rules fire."""
+    values = _by_label(metrics, "journeystream_alert_value", "rule")
+    if not values:
+        return []
+    firing = {rule for rule, on in _by_label(metrics, "journeystream_alert_firing", "rule").items() if on}
+    evaluated = metrics.get("journeystream_alert_evaluated_seconds", 0.0)
+    until = time.strftime("%H:%M UTC", time.gmtime(evaluated)) if evaluated else "not yet"
+    lines = [f"   KPIs of the alert rules (complete minutes up to {until}):"]
+    for rule, value in sorted(values.items()):
+        shown = "no data" if math.isnan(value) else f"{value:.3g}"
+        lines.append(f"     {'FIRING ' if rule in firing else '       '}{rule:<34} {shown}")
+    return lines
 
 
 def _by_label(metrics: dict[str, float], name: str, label: str) -> dict[str, float]:

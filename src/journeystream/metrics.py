@@ -90,6 +90,43 @@ class Metrics:
             registry=registry,
         )
         self.ready = Gauge("journeystream_ready", "1 when the worker is consuming", registry=registry)
+        self.kpi_cells = Gauge(
+            "journeystream_kpi_cells",
+            "KPI minute cells held in worker state",
+            ["partition"],
+            registry=registry,
+        )
+        self.kpi_too_late = Counter(
+            "journeystream_kpi_too_late",
+            "KPI contributions refused: their minute was already beyond the KPI horizon",
+            registry=registry,
+        )
+        self.alert_value = Gauge(
+            "journeystream_alert_value",
+            "Last value of each alert rule's metric (NaN when it has none, e.g. no volume)",
+            ["rule"],
+            registry=registry,
+        )
+        self.alert_firing = Gauge(
+            "journeystream_alert_firing", "1 while the rule's alert is firing", ["rule"], registry=registry
+        )
+        self.alert_evaluated = Gauge(
+            "journeystream_alert_evaluated_seconds",
+            "Last minute boundary evaluated (Unix seconds, event time)",
+            registry=registry,
+        )
+        self.alert_notifications = Counter(
+            "journeystream_alert_notifications",
+            "Alert notifications, by status (firing, resolved)",
+            ["status"],
+            registry=registry,
+        )
+        self.alertmanager_posts = Counter(
+            "journeystream_alertmanager_posts",
+            "Posts to Alertmanager, by outcome (ok, error)",
+            ["outcome"],
+            registry=registry,
+        )
 
     # SinkObserver
     def on_flushed(self, table: str, rows: int, seconds: float) -> None:

@@ -15,16 +15,19 @@ from pathlib import Path
 from journeystream.config import Settings, rules_config
 from journeystream.core.decode import Rejection, decode
 from journeystream.core.facts import Fact
+from journeystream.core.kpis import KpiAccumulator
 from journeystream.core.pipeline import LocalPipeline
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import (
     ALL_TABLES,
     INTERACTION_EVENTS,
     JOURNEYS,
+    KPI_MINUTE,
     REJECTED_EVENTS,
     Coordinates,
     fact_row,
     interaction_row,
+    kpi_row,
     now_ms,
     rejected_row,
 )
@@ -33,6 +36,7 @@ from journeystream.sinks.store import StoreTarget, migrate
 
 log = logging.getLogger(__name__)
 
+REPLAY_SHARD = 0  # a backfill counts every cell in one place
 DRAIN_EVERY = 5000  # events between drains: a journey touched many times is written once per drain
 
 
@@ -63,6 +67,7 @@ async def _replay(
 ) -> ReplaySummary:
     started = time.monotonic()
     pipeline = LocalPipeline(rules_config(settings))
+    kpis = KpiAccumulator()
     summary = ReplaySummary()
     source = f"file:{path.name}"
     with path.open("rb") as lines:
@@ -81,17 +86,20 @@ async def _replay(
             sink.add(INTERACTION_EVENTS.name, interaction_row(result, where, now_ms()))
             pipeline.feed(result)
             if summary.valid % DRAIN_EVERY == 0:
-                _write_facts(pipeline.drain(), sink, summary)
+                _write_facts(pipeline.drain(), kpis, sink, summary)
                 await sink.maybe_flush()
     if close_until is not None:
         pipeline.advance(close_until)
-    _write_facts(pipeline.drain(), sink, summary)
+    _write_facts(pipeline.drain(), kpis, sink, summary)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _write_facts(facts: list[Fact], sink: BatchingSink, summary: ReplaySummary) -> None:
+def _write_facts(facts: list[Fact], kpis: KpiAccumulator, sink: BatchingSink, summary: ReplaySummary) -> None:
     stamp = now_ms()
+    kpis.add_many(facts)
+    for key, counts in kpis.pop_dirty():
+        sink.add(KPI_MINUTE.name, kpi_row(key, counts, REPLAY_SHARD, stamp))
     for fact in facts:
         row = fact_row(fact, stamp)
         if row is None:

@@ -185,6 +185,12 @@ class SimConfig:
     duplicate_share: float = 0.0
     max_disorder_ms: int = 0
     anonymous_share: float = 0.3
+    # An incident: among scenarios starting in [spike_start_ms, spike_end_ms), a share
+    # `spike_share` become abandoned self-service attempts of journey `spike_journey`.
+    spike_journey: str | None = None
+    spike_start_ms: int = 0
+    spike_end_ms: int = 0
+    spike_share: float = 0.7
 
     def __post_init__(self) -> None:
         # Fail early on nonsense rather than producing a skewed or endless stream.
@@ -196,7 +202,9 @@ class SimConfig:
             raise ValueError("events_per_second must be > 0")
         if self.max_disorder_ms < 0:
             raise ValueError("max_disorder_ms must be >= 0")
-        for name in ("invalid_share", "duplicate_share", "anonymous_share"):
+        if self.spike_journey is not None and self.spike_journey not in JOURNEYS:
+            raise ValueError(f"spike_journey must be one of {', '.join(JOURNEYS)}")
+        for name in ("invalid_share", "duplicate_share", "anonymous_share", "spike_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
         if self.invalid_share + self.duplicate_share >= 1.0:
@@ -230,6 +238,8 @@ class GroundTruth:
     journeys: dict[str, str]
     irritants: dict[str, str]
     invalid_reasons: Counter[str]
+    closures: dict[str, tuple[str, str, int]]
+    """journey_id -> (journey name, closing status, closing time in ms) of every journey."""
 
 
 # --------------------------------------------------------------------------- public functions
@@ -439,6 +449,7 @@ class _Simulation:
         # Labels.
         self.journeys: dict[str, str] = {}
         self.irritants: dict[str, str] = {}
+        self.closures: dict[str, tuple[str, str, int]] = {}
         self.invalid_reasons: Counter[str] = Counter()
         self.valid_count = 0
         self.duplicate_count = 0
@@ -523,6 +534,8 @@ class _Simulation:
         rng = self.rng
         kind = _weighted(rng, _SCENARIO_NAMES, _SCENARIO_CUM)
         name = self._journey_name()
+        if self._in_spike(t0) and rng.random() < self.config.spike_share:
+            kind, name = "digital_abandon", str(self.config.spike_journey)
         if kind == "notification_led" and name == "subscription":
             name = "billing"  # a notification presupposes an existing customer relationship
         anon: str | None = None
@@ -540,6 +553,10 @@ class _Simulation:
         builder = _Builder(self, name, t0, customer, anon, login=login, extras=True)
         _SCENARIO_FUNCTIONS[kind](builder)
         return builder
+
+    def _in_spike(self, t0: int) -> bool:
+        config = self.config
+        return config.spike_journey is not None and config.spike_start_ms <= t0 < config.spike_end_ms
 
     def _pick_customer(self, name: str, t0: int) -> _Customer | None:
         """A customer whose journey `name` is closed at t0, preferably one not busy.
@@ -561,6 +578,7 @@ class _Simulation:
         closes_at = builder.finish()
         self.journeys.update(builder.journeys)
         self.irritants.update(builder.irritants)
+        self.closures.update(builder.closures)
         if builder.customer is not None:
             cid = builder.customer.id
             self.name_free[(cid, builder.name)] = closes_at + _BOUNDARY_MARGIN_MS
@@ -677,6 +695,7 @@ class _Simulation:
             journeys=dict(self.journeys),
             irritants=dict(self.irritants),
             invalid_reasons=Counter(self.invalid_reasons),
+            closures=dict(self.closures),
         )
 
 
@@ -712,6 +731,7 @@ class _Builder:
         self.events: list[_Planned] = []
         self.journeys: dict[str, str] = {}
         self.irritants: dict[str, str] = {}
+        self.closures: dict[str, tuple[str, str, int]] = {}
         self.instance: _Instance | None = None
         self.sessions: dict[str, str] = {}
         self._own_times: set[int] = set()
@@ -771,6 +791,7 @@ class _Builder:
 
     def _close(self, instance: _Instance, status: str, at: int) -> None:
         self.journeys[instance.journey_id] = status
+        self.closures[instance.journey_id] = (self.name, status, at)
         self.instance = None
         self._closed_at = at
 

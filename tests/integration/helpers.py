@@ -124,10 +124,20 @@ def wait_until_caught_up(worker: WorkerProcess, partitions: int, timeout: float 
             for p in range(partitions)
         ]
         buffered = metric_sum(metrics, "journeystream_buffered_items")
-        return all(mark >= horizon for mark in marks) and buffered == 0
+        # lag covers the internal topics too: a merge payload sent once the watermark has
+        # reached the wall clock is still on its way to the customer's partition
+        lag = metric_sum(metrics, "journeystream_consumer_lag")
+        return all(mark >= horizon for mark in marks) and buffered == 0 and lag == 0
 
-    wait_for(caught_up, timeout, "journey engine watermarks to reach the wall clock")
-    time.sleep(2.5)  # one more flush cycle after the last deadlines fired (stop flushes too)
+    def settled() -> bool:
+        # twice, more than a gauge period (2 s) apart: nothing was in flight in between
+        if not caught_up():
+            return False
+        time.sleep(4.5)
+        return caught_up()
+
+    wait_for(settled, timeout, "journey engine watermarks to reach the wall clock, with no lag")
+    time.sleep(1.5)  # one more flush cycle after the last deadlines fired (stop flushes too)
 
 
 JOURNEY_COLUMNS = (
@@ -147,3 +157,16 @@ def journeys_table(env: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
 
 def irritants_table(env: Mapping[str, str]) -> dict[str, tuple[Any, ...]]:
     return {row[0]: row for row in query(env, f"SELECT {IRRITANT_COLUMNS} FROM {{db}}.irritants FINAL")}
+
+
+def kpi_cells(env: Mapping[str, str]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Every kpi_minute cell (minute, channel, journey, segment), summed over shards."""
+    from journeystream.core.kpis import COUNTER_FIELDS
+
+    sums = ", ".join(f"sum({name})" for name in COUNTER_FIELDS)
+    rows = query(
+        env,
+        f"SELECT toUnixTimestamp(minute) * 1000, channel, journey, segment, {sums}, sumForEach(wait_buckets) "
+        "FROM {db}.kpi_minute FINAL GROUP BY minute, channel, journey, segment",
+    )
+    return {row[:4]: tuple(round(v, 6) if isinstance(v, float) else v for v in row[4:]) for row in rows}

@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 
 from journeystream.config import Settings
+from journeystream.core.kpis import COUNTER_FIELDS
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import GroundTruth, SimConfig, SimMessage, generate_with_truth, write_jsonl
 from journeystream.supervise import WorkerProcess
 from tests.integration.helpers import (
     irritants_table,
     journeys_table,
+    kpi_cells,
     produce,
     wait_for,
     wait_until_caught_up,
@@ -44,6 +46,7 @@ class Stream:
     file: Path
     replay_journeys: dict[str, tuple[Any, ...]]
     replay_irritants: dict[str, tuple[Any, ...]]
+    replay_kpis: dict[tuple[Any, ...], tuple[Any, ...]]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
         capture_output=True,
         timeout=600,
     )
-    return Stream(messages, truth, file, journeys_table(env), irritants_table(env))
+    return Stream(messages, truth, file, journeys_table(env), irritants_table(env), kpi_cells(env))
 
 
 def _applied(worker: WorkerProcess) -> float:
@@ -130,6 +133,7 @@ async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
     assert_equals_ground_truth(journeys, irritants, stream.truth)
     assert journeys == stream.replay_journeys  # every column, every journey
     assert irritants == stream.replay_irritants
+    assert_kpis_match(kpi_cells(env), stream)
 
 
 @pytest.mark.crash
@@ -174,7 +178,27 @@ async def test_sigkill_three_times_loses_nothing_and_counts_nothing_twice(
     assert_equals_ground_truth(journeys, irritants, stream.truth)
     assert journeys == stream.replay_journeys
     assert irritants == stream.replay_irritants
+    assert_kpis_match(kpi_cells(env), stream)
+
+
+def assert_kpis_match(live: dict[tuple[Any, ...], tuple[Any, ...]], stream: Stream) -> None:
+    """The live KPI cells equal the replay's, cell by cell, and their totals equal the
+    ground truth: distinct events, journeys by closing status, irritants by kind."""
+    assert live == stream.replay_kpis
+    assert_kpi_totals_equal_truth(live, stream.truth)
+
+
+def assert_kpi_totals_equal_truth(cells: dict[tuple[Any, ...], tuple[Any, ...]], truth: GroundTruth) -> None:
+    totals = [sum(column) for column in list(zip(*cells.values(), strict=True))[: len(COUNTER_FIELDS)]]
+    total = dict(zip(COUNTER_FIELDS, totals, strict=True))
+    assert total["events"] == truth.distinct_event_ids
+    assert total["journeys_started"] == len(truth.journeys)
+    for status, count in Counter(truth.journeys.values()).items():
+        assert total[f"journeys_{status}"] == count, status
+    for kind, count in Counter(truth.irritants.values()).items():
+        assert total[f"irritant_{kind}"] == count, kind
 
 
 def test_replay_alone_equals_ground_truth(stream: Stream) -> None:
     assert_equals_ground_truth(stream.replay_journeys, stream.replay_irritants, stream.truth)
+    assert_kpi_totals_equal_truth(stream.replay_kpis, stream.truth)

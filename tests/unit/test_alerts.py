@@ -10,18 +10,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journeystream.core.alerts import (
+    AlertBook,
     AlertState,
     Notification,
     Rule,
+    alert_id,
     evaluate,
     load_rules,
     measure,
     parse_duration,
     rule_window,
+    window_counts,
 )
 from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, JourneyClosed
-from journeystream.core.kpis import KpiAccumulator
+from journeystream.core.kpis import KpiAccumulator, KpiCounts
 from journeystream.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "alerts.example.yaml"
@@ -497,3 +500,71 @@ def test_duplicate_name_reported_even_when_the_rule_has_other_errors() -> None:
     message = errors_of(text)
     assert "rule 2 (Rule_1), field 'name': duplicate of rule 1" in message
     assert "rule 2 (Rule_1), field 'severity'" in message
+
+
+# -- the rule book, stepped minute by minute ----------------------------------------------
+
+BOOK_RULES = """
+rules:
+  - name: Abandon
+    metric: abandonment_rate
+    filter: {journey: claim}
+    window: 3m
+    above: 0.5
+    clear: 0.3
+    min_volume: 4
+    for: 1m
+    severity: critical
+"""
+M = 60_000
+B0 = 1_767_225_600_000  # a minute boundary
+
+
+def minute_counts(completed: int, abandoned: int) -> KpiCounts:
+    return KpiCounts(journeys_completed=completed, journeys_abandoned=abandoned)
+
+
+def test_window_counts_sums_the_minutes_before_the_boundary_only() -> None:
+    (rule,) = load_rules(BOOK_RULES, "t")
+    minutes = {B0 - 4 * M: minute_counts(9, 9), B0 - 3 * M: minute_counts(1, 0), B0 - M: minute_counts(2, 3)}
+    minutes[B0] = minute_counts(5, 5)  # the boundary's own minute is still filling up
+    total = window_counts(minutes, rule, B0)
+    assert (total.journeys_completed, total.journeys_abandoned) == (3, 3)
+
+
+def test_book_fires_once_after_for_and_resolves_once_below_clear() -> None:
+    book = AlertBook(load_rules(BOOK_RULES, "t"))
+    # per minute (completed, abandoned); minutes 3, 4 and 5 are the spike. The rate over the
+    # 3 minutes before each boundary, by hand: boundary 3: 0/6 = 0 -> inactive
+    series = [(2, 0), (2, 0), (2, 0), (0, 4), (0, 4), (0, 4), (2, 0), (2, 0), (2, 0), (2, 0)]
+    minutes = {B0 + i * M: minute_counts(c, a) for i, (c, a) in enumerate(series)}
+    sent = []
+    for i in range(3, 11):
+        for evaluation in book.step(B0 + i * M, {"Abandon": minutes}):
+            sent += [(n.status, i, round(n.value, 3)) for n in evaluation.notifications]
+    # boundary 4: window minutes 1..3 = (4 completed, 4 abandoned) -> 0.5, not above
+    # boundary 5: minutes 2..4 -> 8/10 = 0.8 -> pending; boundary 6: 12/12 = 1.0 -> firing
+    # boundary 7: 8/10 = 0.8; 8: 4/8 = 0.5 (above clear, stays); 9: 0/6 = 0 -> resolved
+    assert sent == [("firing", 6, 1.0), ("resolved", 9, 0.0)]
+    assert book.evaluated_until == B0 + 10 * M
+
+
+def test_book_due_starts_at_the_watermark_then_continues_in_order() -> None:
+    book = AlertBook(load_rules(BOOK_RULES, "t"))
+    assert book.due(B0 + 30_000, limit=10) == [B0]  # a new book does not replay history
+    book.step(B0, {})
+    assert book.due(B0 + 3 * M + 1, limit=10) == [B0 + M, B0 + 2 * M, B0 + 3 * M]
+    assert book.due(B0 + 3 * M + 1, limit=2) == [B0 + M, B0 + 2 * M]
+    assert book.span([B0 + M, B0 + 2 * M]) == (B0 + M - 3 * M, B0 + 2 * M)
+
+
+def test_book_carries_on_from_saved_states() -> None:
+    (rule,) = load_rules(BOOK_RULES, "t")
+    firing = AlertState("firing", B0 - 5 * M, 0.9)
+    book = AlertBook([rule], {"Abandon": firing, "Gone": AlertState("pending", B0, 1.0)}, B0)
+    assert list(book.states) == ["Abandon"]  # a rule removed from the file is dropped
+    assert book.due(B0 + M, limit=5) == [B0 + M]
+    (evaluation,) = book.step(B0 + M, {"Abandon": {B0: minute_counts(4, 0)}})
+    assert [n.status for n in evaluation.notifications] == ["resolved"]
+    assert evaluation.notifications[0].starts_at == B0 - 5 * M
+    assert alert_id("Abandon", B0 - 5 * M) == f"Abandon:{B0 - 5 * M}"

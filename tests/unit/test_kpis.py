@@ -480,3 +480,53 @@ def test_wait_quantile_after_merge_and_edge_cases() -> None:
     assert wait_quantile(buckets(), 0.5) is None
     with pytest.raises(ValueError, match="quantile"):
         wait_quantile(buckets(b1=1), 1.5)
+
+
+# -- versions, persistence per cell, the horizon ------------------------------------------
+
+
+def test_cell_version_counts_facts_by_hand() -> None:
+    # PHONE_FACTS: 12 events + 9 irritants + 1 start + 5 closures = 27 facts in the phone cell
+    (counts,) = accumulate(*PHONE_FACTS).values()
+    assert kpis.cell_version(counts) == 27
+    # WEB_FACTS: 2 events + 3 sessions
+    assert kpis.cell_version(accumulate(*WEB_FACTS)[WEB]) == 5
+
+
+def test_cell_version_grows_with_every_fact() -> None:
+    accumulator = KpiAccumulator(KINDS)
+    versions = []
+    for fact in PHONE_FACTS:
+        accumulator.add(fact)
+        versions.append(kpis.cell_version(dict(accumulator.cells())[PHONE]))
+    assert versions == list(range(1, len(PHONE_FACTS) + 1))
+
+
+def test_a_cell_saved_and_loaded_counts_on_identically() -> None:
+    whole = KpiAccumulator(KINDS)
+    whole.add_many(PHONE_FACTS)
+    first = KpiAccumulator(KINDS)
+    first.add_many(PHONE_FACTS[:10])
+    saved = json.loads(json.dumps(first.cell_state(PHONE)))
+    second = KpiAccumulator(KINDS)
+    second.load_cell(PHONE, saved)
+    assert second.pop_dirty() == []  # loaded from the store: nothing to write again
+    second.add_many(PHONE_FACTS[10:])
+    assert second.cells() == whole.cells()
+    assert second.cells()[0][1].customers == 3  # the distinct customers survived the trip
+
+
+def test_facts_for_evicted_minutes_are_refused_and_counted() -> None:
+    accumulator = KpiAccumulator(KINDS)
+    accumulator.add(applied(1, "page_view", "C1", at=T0 + 1_000))
+    accumulator.add(applied(2, "page_view", "C1", at=T0 + MIN + 1_000))
+    assert accumulator.evicted_keys(T0 + MIN) == [(T0, "phone", "billing", "premium")]
+    assert accumulator.evict(T0 + MIN) == 1
+    accumulator.pop_dirty()
+    accumulator.add(applied(3, "page_view", "C2", at=T0 + 2_000))  # late, into the evicted minute
+    accumulator.add(applied(4, "page_view", "C2", at=T0 + MIN + 2_000))
+    assert accumulator.too_late == 1
+    assert [(key[0], counts.events, counts.customers) for key, counts in accumulator.cells()] == [
+        (T0 + MIN, 2, 2)
+    ]
+    assert len(accumulator) == 1

@@ -36,6 +36,8 @@ SHARDING_KEYS = {
     "irritants": "cityHash64(irritant_id)",
     "kpi_minute": "cityHash64(minute, journey, channel, segment, shard)",
     "alerts": "cityHash64(rule)",
+    "kpi_progress": "shard",
+    "alert_state": "cityHash64(rule)",
 }
 
 HEADER = """\

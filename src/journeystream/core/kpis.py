@@ -132,6 +132,23 @@ assert set(_IRRITANT_FIELDS.values()) <= set(COUNTER_FIELDS), "one KpiCounts fie
 # -- aggregator: init / add / merge --------------------------------------------------------
 
 
+# Counters of which every fact raises at least one: their sum grows with each fact counted
+# into a cell, so it versions the cell's cumulative row (a replayed prefix gives the same
+# version and the same counts).
+_FACT_FIELDS: Final = (
+    "events",
+    "journeys_started",
+    *(f"journeys_{status}" for status in ("completed", "abandoned", "cancelled", "expired")),
+    *_IRRITANT_FIELDS.values(),
+    "digital_sessions",
+)
+
+
+def cell_version(counts: KpiCounts) -> int:
+    """How many facts were counted into a cell: the version of its cumulative row."""
+    return sum(int(getattr(counts, name)) for name in _FACT_FIELDS)
+
+
 def init() -> KpiCounts:
     """A cell with every counter at zero."""
     return KpiCounts()
@@ -320,12 +337,22 @@ class KpiAccumulator:
         self._cells: dict[CellKey, KpiCounts] = {}
         self._customers: dict[CellKey, set[str]] = {}
         self._dirty: set[CellKey] = set()
+        self.floor_ms: int | None = None  # cells before it were evicted and are not counted again
+        self.too_late = 0  # contributions refused because their cell was evicted
 
     def add(self, fact: Fact) -> None:
+        floor = self.floor_ms
         for cell, name, amount in contributions(fact, self.kinds):
+            if floor is not None and cell[0] < floor:
+                # Its cumulative row is already stored and forgotten here: a cell restarted
+                # from zero would be an older version of that row, so the fact is refused.
+                self.too_late += 1
+                continue
             apply(self._cell(cell), name, amount)
         if isinstance(fact, AppliedEvent):
-            self._add_customer(cell_of(fact), fact.customer_key)
+            cell = cell_of(fact)
+            if floor is None or cell[0] >= floor:
+                self._add_customer(cell, fact.customer_key)
 
     def add_many(self, facts: Iterable[Fact]) -> None:
         for fact in facts:
@@ -350,7 +377,27 @@ class KpiAccumulator:
             del self._cells[key]
             self._customers.pop(key, None)
             self._dirty.discard(key)
+        self.floor_ms = before_ms if self.floor_ms is None else max(self.floor_ms, before_ms)
         return len(old)
+
+    def __len__(self) -> int:
+        """Cells held."""
+        return len(self._cells)
+
+    def evicted_keys(self, before_ms: int) -> list[CellKey]:
+        """The cells `evict(before_ms)` would forget, ordered by key."""
+        return sorted(key for key in self._cells if key[0] < before_ms)
+
+    def cell_state(self, key: CellKey) -> dict[str, Any]:
+        """One cell's persistent state (counts and distinct customers); see `load_cell`."""
+        return {"counts": self._cells[key].as_dict(), "customers": sorted(self._customers.get(key, ()))}
+
+    def load_cell(self, key: CellKey, state: dict[str, Any]) -> None:
+        """Restore one cell saved by `cell_state` (not marked dirty: it is stored already)."""
+        self._cells[key] = KpiCounts.from_dict(state["counts"])
+        customers = state.get("customers") or ()
+        if customers:
+            self._customers[key] = {str(c) for c in customers}
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able state (for persistence); `restore` reads it back."""

@@ -18,14 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from journeystream.config import Settings, rules_config
+from journeystream.core.alerts import Rule
 from journeystream.core.timeline import NEVER
 from journeystream.errors import SinkClosedError
 from journeystream.metrics import Metrics
+from journeystream.runtime.alerting import AlertRunner
+from journeystream.runtime.alertmanager import AlertmanagerClient
 from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics
+from journeystream.runtime.topics import TABLES
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import ALL_TABLES
 from journeystream.sinks.sink import BatchingSink
@@ -56,7 +61,9 @@ class JourneyApp(faust.App):
 class Runtime:
     """Everything the worker holds: the Faust app, the runners, the sink and the metrics."""
 
-    def __init__(self, settings: Settings, writer: ClickHouseWriter, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, writer: ClickHouseWriter, metrics: Metrics, rules: Sequence[Rule] = ()
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.writer = writer
@@ -80,13 +87,31 @@ class Runtime:
             journeys=app.topic(settings.topic_journeys, partitions=n),
             irritants=app.topic(settings.topic_irritants, partitions=n),
         )
-        self.links = app.Table("links", default=None, partitions=n, key_type=bytes, value_type=bytes)
-        self.customers = app.Table("customers", default=None, partitions=n, key_type=bytes, value_type=bytes)
+        self.alerts_topic = app.topic(settings.topic_alerts, partitions=n)
+        # bytes in, bytes out: the runners own the encoding (orjson), Faust only moves bytes
+        self.links, self.customers, self.kpi_cells = (
+            app.Table(name, default=None, partitions=n, key_type=bytes, value_type=bytes) for name in TABLES
+        )
         flush_producer = self._flush_producer
         self.ingest = IngestRunner(settings, self.topics, self.sink, metrics)
         self.identity = IdentityRunner(settings, self.links, flush_producer, self.topics)
         self.journeys = JourneyRunner(
-            settings, self.customers, flush_producer, self.topics, self.sink, metrics, rules_config(settings)
+            settings,
+            self.customers,
+            flush_producer,
+            self.topics,
+            self.sink,
+            metrics,
+            rules_config(settings),
+            self.kpi_cells,
+        )
+        self.alertmanager = (
+            AlertmanagerClient(settings.alertmanager_url, settings.alert_resend_ms / 1000, metrics)
+            if settings.alertmanager_url and rules
+            else None
+        )
+        self.alerting = AlertRunner(
+            settings, rules, writer, self.sink, self.alerts_topic, metrics, self.alertmanager
         )
         self._streams: dict[str, Any] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -100,6 +125,7 @@ class Runtime:
         app.agent(by_customer, name="journeys", concurrency=1)(self._journeys_agent)
         app.timer(TICK_S, name="tick")(self._tick)
         app.timer(2.0, name="gauges")(self._update_gauges)
+        app.timer(self.settings.alert_eval_ms / 1000, name="alerts")(self._evaluate_alerts)
         app.page("/metrics")(self._metrics_view())
         app.page("/health")(self._health_view())
         app.page("/ready")(self._ready_view())
@@ -162,8 +188,21 @@ class Runtime:
             except Exception:
                 log.exception("background flush failed; it is retried")
 
+    async def _evaluate_alerts(self) -> None:
+        if self._stopping or self.app.rebalancing:
+            return
+        if self.alertmanager is not None:
+            self.alertmanager.start()
+        leading = TP(self.settings.topic_by_customer, 0) in self.app.consumer.assignment()
+        try:
+            await self.alerting.round(leading)
+        except Exception:
+            log.exception("alert evaluation failed; it is retried next round")
+
     async def _flush_everything(self) -> None:
         self._stopping = True
+        if self.alertmanager is not None:
+            await self.alertmanager.stop()
         for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
             stream = self._streams.get(name)
             if stream is not None:
@@ -193,7 +232,17 @@ class Runtime:
     def _position(self, tp: Any) -> int:
         # before the first message of a partition, the committed offset is where we stand
         committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp) or 0
-        return max(self.ingest.last_offsets.get(tp, -1) + 1, committed)
+        return max(self._last_offsets(tp.topic).get(tp, -1) + 1, committed)
+
+    def _last_offsets(self, topic: str) -> dict[Any, int]:
+        """The last offset each stage took, for the topic it reads (empty for others)."""
+        settings = self.settings
+        owners = {
+            settings.topic_interactions: self.ingest.last_offsets,
+            settings.topic_by_device: self.identity.last_offsets,
+            settings.topic_by_customer: self.journeys.last_offsets,
+        }
+        return owners.get(topic, {})
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Tables are recovered and Faust is about to seek every partition back to its
@@ -206,9 +255,14 @@ class Runtime:
 
     async def _update_gauges(self) -> None:
         consumer = self.app.consumer
+        stage_inputs = (
+            self.settings.topic_interactions,
+            self.settings.topic_by_device,
+            self.settings.topic_by_customer,
+        )
         for tp in consumer.assignment():
-            if tp.topic != self.settings.topic_interactions:
-                continue
+            if tp.topic not in stage_inputs:
+                continue  # changelogs are read only during recovery
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue

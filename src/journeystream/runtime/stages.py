@@ -20,6 +20,7 @@ from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload,
 from journeystream.core.timeline import NEVER, SourceWatermark, Timeline
 from journeystream.metrics import Metrics
 from journeystream.runtime.codec import Watermark, decode_internal, encode, encode_device_event
+from journeystream.runtime.kpicells import KpiCells
 from journeystream.runtime.partitions import AckBook, partition_of, write_table
 from journeystream.sinks.rows import (
     INTERACTION_EVENTS,
@@ -159,6 +160,7 @@ class _KeyedRunner:
         self.lock = asyncio.Lock()
         self.last_flush = time.monotonic()
         self.generation: int | None = None  # set once the first rebalance has completed
+        self.last_offsets: dict[Any, int] = {}  # per input topic-partition, for the lag gauge
 
     def reset(self, generation: int) -> None:
         """After a rebalance: forget in-memory state; the table is the truth, and every
@@ -193,6 +195,7 @@ class _KeyedRunner:
             touched: set[int] = set()
             for event in self.current(events):
                 partition = event.message.partition
+                self.last_offsets[event.message.tp] = event.message.offset
                 item = self._dispatch(partition, decode_internal(event.message.value))
                 self._book(partition).processed(event, item)
                 self.context_events[partition] = event
@@ -220,9 +223,7 @@ class _KeyedRunner:
     async def flush(self, ack: Callable[[Any], Awaitable[Any]]) -> None:
         async with self.lock:
             await self._flush_outputs()
-            for partition, changes in self._state_changes().items():
-                if changes:
-                    write_table(self.table, self.context_events[partition], changes)
+            self._write_state()
             await self._producer_flush()  # the changelog writes are on the broker
             for partition, book in self.books.items():
                 for event in book.take_ackable(self._still_buffered(partition)):
@@ -233,6 +234,11 @@ class _KeyedRunner:
         sends, self.sends = self.sends, []
         if sends:
             await asyncio.gather(*sends)
+
+    def _write_state(self) -> None:
+        for partition, changes in self._state_changes().items():
+            if changes:
+                write_table(self.table, self.context_events[partition], changes)
 
     def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
         raise NotImplementedError
@@ -317,6 +323,7 @@ class JourneyRunner(_KeyedRunner):
         sink: BatchingSink,
         metrics: Metrics,
         rules: RulesConfig,
+        kpi_table: Any,
     ) -> None:
         super().__init__(settings, table, producer_flush)
         self.topics = topics
@@ -324,10 +331,14 @@ class JourneyRunner(_KeyedRunner):
         self.metrics = metrics
         self.rules = rules
         self.engines: dict[int, JourneyEngine] = {}
+        self.kpis = KpiCells(kpi_table, settings.kpi_horizon_ms, metrics)
+        self._kpi_changes: dict[int, dict[bytes, bytes | None]] = {}
         self.on_facts: list[Callable[[list[Fact]], None]] = []
 
     def _reset_stages(self) -> None:
         self.engines.clear()
+        self.kpis.reset()
+        self._kpi_changes.clear()
 
     def _engine(self, partition: int) -> JourneyEngine:
         engine = self.engines.get(partition)
@@ -400,12 +411,24 @@ class JourneyRunner(_KeyedRunner):
                 self.metrics.events_applied.inc()
             elif isinstance(fact, JourneyClosed):
                 self.metrics.journeys_closed.labels(fact.status).inc()
+        self.kpis.add(partition, output.facts)
         for callback in self.on_facts:
             callback(output.facts)
 
     async def _flush_outputs(self) -> None:
+        stamp = now_ms()
+        for partition, engine in self.engines.items():
+            changes = self.kpis.collect(partition, engine.timeline.watermark, self.sink, stamp)
+            self._kpi_changes.setdefault(partition, {}).update(changes)
         await super()._flush_outputs()
         await self.sink.flush()
+
+    def _write_state(self) -> None:
+        super()._write_state()
+        changes, self._kpi_changes = self._kpi_changes, {}
+        for partition, cells in changes.items():
+            if cells:
+                write_table(self.kpis.table, self.context_events[partition], cells)
 
     def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -9,6 +10,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from journeystream.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+TABLES = ("links", "customers", "kpi_cells")
+"""The worker's Faust tables (each has a compacted changelog topic)."""
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"  # Faust's naming
 
 
 def service_topics(settings: Settings) -> list[str]:
@@ -20,6 +29,10 @@ def service_topics(settings: Settings) -> list[str]:
         settings.topic_alerts,
         settings.topic_by_device,
         settings.topic_by_customer,
+        # Created here, before Faust starts: when Faust creates them itself, the consumer can
+        # subscribe before the broker's metadata lists them, ignore them as missing, and
+        # then refuse every table write (PartitionsMismatch).
+        *(changelog_topic(settings, table) for table in TABLES),
     ]
 
 
@@ -33,10 +46,32 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
+            changelogs = {changelog_topic(settings, table) for table in TABLES}
             await admin.create_topics(
-                [NewTopic(name, num_partitions=settings.partitions, replication_factor=1) for name in missing]
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.partitions,
+                        replication_factor=1,
+                        topic_configs={"cleanup.policy": "compact"} if name in changelogs else {},
+                    )
+                    for name in missing
+                ]
             )
             log.info("created topics %s with %d partitions", ", ".join(missing), settings.partitions)
+        await _await_metadata(admin, wanted)
         return missing
     finally:
         await admin.close()
+
+
+async def _await_metadata(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until the broker's metadata lists every topic (creation is asynchronous)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        listed = set(await admin.list_topics())
+        if all(name in listed for name in names):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(set(names) - listed)}")
+        await asyncio.sleep(0.1)

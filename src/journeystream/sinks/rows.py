@@ -8,8 +8,10 @@ from typing import Any, Final
 
 import orjson
 
+from journeystream.core.alerts import AlertState, Notification, Rule, alert_id
 from journeystream.core.events import Event
 from journeystream.core.facts import Fact, Irritant, JourneyRecord
+from journeystream.core.kpis import COUNTER_FIELDS, CellKey, KpiCounts, cell_version
 from journeystream.sinks.sink import TableSpec
 
 EXCERPT_BYTES: Final = 2048
@@ -91,7 +93,50 @@ IRRITANTS: Final = TableSpec(
     ),
     key_columns=("irritant_id",),
 )
-ALL_TABLES: Final = (INTERACTION_EVENTS, REJECTED_EVENTS, JOURNEYS, IRRITANTS)
+_CELL_COLUMNS: Final = ("minute", "channel", "journey", "segment", "shard")
+KPI_MINUTE: Final = TableSpec(
+    "kpi_minute",
+    (*_CELL_COLUMNS, *COUNTER_FIELDS, "wait_buckets", "version", "updated_at"),
+    key_columns=("minute", "channel", "journey", "segment", "shard", "version"),
+)
+KPI_PROGRESS: Final = TableSpec("kpi_progress", ("shard", "watermark", "updated_at"), ("shard", "watermark"))
+ALERTS: Final = TableSpec(
+    "alerts",
+    (
+        "alert_id",
+        "rule",
+        "status",
+        "severity",
+        "metric",
+        "channel",
+        "journey",
+        "segment",
+        "value",
+        "threshold",
+        "summary",
+        "starts_at",
+        "ends_at",
+        "notified_at",
+    ),
+    key_columns=("alert_id", "status"),
+)
+ALERT_STATE: Final = TableSpec(
+    "alert_state",
+    ("rule", "status", "since", "value", "evaluated_until", "updated_at"),
+    key_columns=("rule", "evaluated_until"),
+)
+# The sink writes tables in this order within a flush: KPI rows before the progress that
+# declares them complete, an alert before the evaluator state that remembers sending it.
+ALL_TABLES: Final = (
+    INTERACTION_EVENTS,
+    REJECTED_EVENTS,
+    JOURNEYS,
+    IRRITANTS,
+    KPI_MINUTE,
+    KPI_PROGRESS,
+    ALERTS,
+    ALERT_STATE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +234,69 @@ def irritant_row(irritant: Irritant, now_ms: int) -> tuple[Any, ...]:
         list(irritant.event_ids),
         orjson.dumps(irritant.details).decode(),
         now_ms,
+    )
+
+
+def kpi_row(key: CellKey, counts: KpiCounts, shard: int, now_ms: int) -> tuple[Any, ...]:
+    """The cumulative row of one KPI cell of one shard, versioned by the facts counted."""
+    minute, channel, journey, segment = key
+    return (
+        minute // 1000,  # DateTime: epoch seconds
+        channel,
+        journey,
+        segment,
+        shard,
+        *(getattr(counts, name) for name in COUNTER_FIELDS),
+        list(counts.wait_buckets),
+        cell_version(counts),
+        now_ms,
+    )
+
+
+def progress_row(shard: int, watermark_ms: int, now_ms: int) -> tuple[Any, ...]:
+    return (shard, watermark_ms, now_ms)
+
+
+def alert_row(rule: Rule, notification: Notification, now_ms: int) -> tuple[Any, ...]:
+    labels = notification.labels
+    return (
+        alert_id(rule.name, notification.starts_at),
+        rule.name,
+        notification.status,
+        notification.severity,
+        rule.metric,
+        labels["channel"],
+        labels["journey"],
+        labels["segment"],
+        notification.value,
+        notification.threshold,
+        notification.summary,
+        notification.starts_at,
+        notification.ends_at,
+        now_ms,
+    )
+
+
+def alert_state_row(rule: str, state: AlertState, evaluated_until: int, now_ms: int) -> tuple[Any, ...]:
+    return (rule, state.status, state.since_ms, state.value, evaluated_until, now_ms)
+
+
+def alert_json(rule: Rule, notification: Notification) -> bytes:
+    """The value on the alerts topic (key: alert_id)."""
+    return orjson.dumps(
+        {
+            "alert_id": alert_id(rule.name, notification.starts_at),
+            "metric": rule.metric,
+            "status": notification.status,
+            "rule": notification.rule,
+            "severity": notification.severity,
+            "value": notification.value,
+            "threshold": notification.threshold,
+            "labels": notification.labels,
+            "summary": notification.summary,
+            "starts_at": notification.starts_at,
+            "ends_at": notification.ends_at,
+        }
     )
 
 

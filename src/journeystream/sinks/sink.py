@@ -134,8 +134,11 @@ class BatchingSink:
         async with self._flush_lock:
             generation, self._current = self._current, _Generation()
             self._observer.on_pending(0)
-            for batch in generation.batches.values():
-                if len(batch):
+            # In the order the tables were given: a later table may record that rows of an
+            # earlier one are written (KPI progress, alert state), never the other way round.
+            for table in self._tables:
+                batch = generation.batches.get(table)
+                if batch is not None and len(batch):
                     await self._write_until_done(batch)
             for callback in generation.callbacks:
                 await callback()

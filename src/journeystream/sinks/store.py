@@ -7,7 +7,6 @@ path per process, one process per path), `http(s)://user:pass@host:port/db` a se
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +64,10 @@ def connect(target: StoreTarget) -> Any:
     )
 
 
-def schemas_dir() -> Path:
-    """`schemas/clickhouse` of the checkout, or JOURNEYSTREAM_SCHEMAS_DIR (container images)."""
-    configured = os.environ.get("JOURNEYSTREAM_SCHEMAS_DIR")
-    if configured:
-        return Path(configured)
+def schemas_dir(settings: Settings | None = None) -> Path:
+    """The DDL directory: JOURNEYSTREAM_SCHEMAS_DIR (container images), else the checkout's."""
+    if settings is not None and settings.schemas_dir:
+        return Path(settings.schemas_dir)
     return Path(__file__).resolve().parents[3] / "schemas" / "clickhouse"
 
 
@@ -77,7 +75,7 @@ def migration_statements(
     settings: Settings, database: str, directory: Path | None = None
 ) -> list[tuple[str, str]]:
     """(file name, statement) pairs of every DDL file, in file-name order, placeholders filled."""
-    directory = directory or schemas_dir()
+    directory = directory or schemas_dir(settings)
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise MigrationError(f"no *.sql files in {directory}")
@@ -103,7 +101,7 @@ def migrate(client: Any, settings: Settings, database: str) -> int:
             client.command(statement)
         except Exception as exc:
             raise MigrationError(f"{name}: {exc}") from exc
-    log.info("schema up to date: %d statements from %s", len(statements), schemas_dir())
+    log.info("schema up to date: %d statements from %s", len(statements), schemas_dir(settings))
     return len(statements)
 
 
