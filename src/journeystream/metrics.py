@@ -64,7 +64,7 @@ class Metrics:
         )
         self.state_bytes = Gauge(
             "journeystream_state_bytes",
-            "Serialized size of the customer states last written",
+            "Serialized size of the customer states held in the table",
             ["partition"],
             registry=registry,
         )

@@ -21,7 +21,7 @@ from journeystream.config import Settings
 from journeystream.core.kpis import COUNTER_FIELDS
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import GroundTruth, SimConfig, SimMessage, generate_with_truth, write_jsonl
-from journeystream.supervise import WorkerProcess
+from journeystream.supervise import WorkerProcess, metric_sum
 from tests.integration.helpers import (
     irritants_table,
     journeys_table,
@@ -125,7 +125,9 @@ async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
     worker = await _start(env, tmp_path / "worker.log")
     try:
         wait_until_caught_up(worker, PARTITIONS)
-        assert worker.metrics().get("journeystream_events_late_total") == 0.0
+        metrics = worker.metrics()
+        assert metrics.get("journeystream_events_late_total") == 0.0
+        assert metric_sum(metrics, "journeystream_state_bytes") > 100_000  # 2 000 customers' states
     finally:
         assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
 

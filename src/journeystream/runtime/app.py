@@ -270,6 +270,8 @@ class Runtime:
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed))
         for partition, engine in list(self.journeys.engines.items()):
             self.metrics.state_customers.labels(str(partition)).set(engine.customers_in_memory())
+            self.metrics.open_journeys.labels(str(partition)).set(engine.open_journeys())
+            self.metrics.state_bytes.labels(str(partition)).set(self.journeys.state_bytes.get(partition, 0))
             self._stage_gauges("journeys", partition, engine.timeline)
             self.metrics.stage_late.labels("journeys", str(partition)).set(engine.late_items)
         for partition, stage in list(self.identity.stages.items()):

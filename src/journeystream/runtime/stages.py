@@ -332,11 +332,13 @@ class JourneyRunner(_KeyedRunner):
         self.rules = rules
         self.engines: dict[int, JourneyEngine] = {}
         self.kpis = KpiCells(kpi_table, settings.kpi_horizon_ms, metrics)
+        self.state_bytes: dict[int, int] = {}  # serialized customer states per partition
         self._kpi_changes: dict[int, dict[bytes, bytes | None]] = {}
         self.on_facts: list[Callable[[list[Fact]], None]] = []
 
     def _reset_stages(self) -> None:
         self.engines.clear()
+        self.state_bytes.clear()
         self.kpis.reset()
         self._kpi_changes.clear()
 
@@ -353,11 +355,13 @@ class JourneyRunner(_KeyedRunner):
             source_names("A", self.settings.partitions) + source_names("B", self.settings.partitions),
             load=self._load_state,
         )
-        restored = 0
+        restored = size = 0
         for key, value in list(self.table.items()):
             if partition_of(bytes(key), self.settings.partitions) == partition:
                 engine.restore(bytes(key).decode(), bytes(value))
                 restored += 1
+                size += len(value)
+        self.state_bytes[partition] = size
         log.info(
             "partition %d: %d customers restored in %.2fs", partition, restored, time.monotonic() - started
         )
@@ -424,11 +428,22 @@ class JourneyRunner(_KeyedRunner):
         await self.sink.flush()
 
     def _write_state(self) -> None:
-        super()._write_state()
-        changes, self._kpi_changes = self._kpi_changes, {}
-        for partition, cells in changes.items():
+        for partition, changes in self._state_changes().items():
+            if changes:
+                self._count_bytes(partition, changes)
+                write_table(self.table, self.context_events[partition], changes)
+        kpi_changes, self._kpi_changes = self._kpi_changes, {}
+        for partition, cells in kpi_changes.items():
             if cells:
                 write_table(self.kpis.table, self.context_events[partition], cells)
+
+    def _count_bytes(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
+        """Keep the partition's serialized state size current (the state_bytes gauge)."""
+        delta = 0
+        for key, value in changes.items():
+            old = self.table.get(key)
+            delta += (len(value) if value is not None else 0) - (len(old) if old is not None else 0)
+        self.state_bytes[partition] = self.state_bytes.get(partition, 0) + delta
 
     def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
         return {
