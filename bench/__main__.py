@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.machine import describe, today
 
-ALL = ["decode", "core", "state", "raw_drain", "worker_raw"]
+ALL = ["decode", "core", "state", "raw_drain", "worker_raw", "latency"]
 RESULTS = Path(__file__).parent / "results"
 
 

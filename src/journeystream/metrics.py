@@ -28,6 +28,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.store_delay_seconds = Histogram(
+            "journeystream_store_delay_seconds",
+            "From the producer's message timestamp to the raw event row being written to ClickHouse",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
         self.sink_errors = Counter(
             "journeystream_sink_errors", "Failed batch writes (each is retried)", ["table"], registry=registry
         )

@@ -3,11 +3,14 @@ and loaded lazily; a key changed since the last flush must never be reloaded sta
 
 from __future__ import annotations
 
+import json
+
 from journeystream.core.config import DAY_MS, RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import JourneyRecord
 from journeystream.core.ids import journey_id
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergeRequest
+from journeystream.core.kpis import KpiAccumulator
 
 T0 = 1_700_000_000_000
 
@@ -109,3 +112,71 @@ def test_a_merged_anonymous_key_stays_a_tombstone_while_its_ids_may_come_back() 
     assert messages == [KeyedEvent("C9", anonymous.event, None)]  # forwarded, not re-opened
     tombstone = engine.customer("anon:X")
     assert tombstone is not None and tombstone.merged_into == "C9" and not tombstone.journeys
+
+
+# ---- KPI cells saved ahead of the customer states (the worker's write order) -----------
+
+
+def _events(customer: str, start: int, count: int) -> list[KeyedEvent]:
+    kinds = ["journey_start", "journey_step", "page_view", "journey_step", "journey_complete"]
+    return [
+        KeyedEvent(
+            customer,
+            Event(
+                f"{customer}-{start + i}",
+                T0 + (start + i) * 1_000,
+                "web",
+                kinds[(start + i) % 5],
+                customer_id=customer,
+                journey="billing",
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def _count(engine: JourneyEngine, kpis: KpiAccumulator) -> None:
+    output = engine.drain()
+    kpis.add_many(output.facts, output.origins)
+
+
+def test_cells_saved_ahead_of_the_states_do_not_count_replayed_facts_twice() -> None:
+    first = [*_events("C1", 0, 4), *_events("C2", 0, 3)]
+    second = [*_events("C1", 4, 4), *_events("C2", 3, 5)]
+
+    reference = KpiAccumulator()
+    clean = JourneyEngine(RulesConfig(), ["A"])
+    for item in first + second:
+        clean.push(item)
+    clean.observe("A", T0 + DAY_MS * 3)
+    _count(clean, reference)
+
+    states: dict[str, bytes] = {}
+    engine = JourneyEngine(RulesConfig(), ["A"], load=states.get)
+    kpis = KpiAccumulator()
+    for item in first:
+        engine.push(item)
+    engine.observe("A", T0 + 2_500)  # C1-3 (at 3 s) still waits in the reorder buffer
+    _count(engine, kpis)
+    flush(engine, states)  # flush 1: cells and states saved
+    for item in second:
+        engine.push(item)
+    engine.observe("A", T0 + 20_000)
+    _count(engine, kpis)
+    saved_cells = {key: json.loads(json.dumps(kpis.cell_state(key))) for key, _ in kpis.cells()}
+    # flush 2 saves the cells, then the process dies before the customer states are written
+
+    restarted = JourneyEngine(RulesConfig(), ["A"], load=states.get)
+    for key, value in states.items():
+        restarted.restore(key, value)
+    recovered = KpiAccumulator()
+    for key, cell in saved_cells.items():
+        recovered.load_cell(key, cell)
+    for item in first + second:  # everything unacked is delivered again
+        restarted.push(item)
+    restarted.observe("A", T0 + DAY_MS * 3)
+    _count(restarted, recovered)
+
+    assert recovered.replayed > 0  # the cells really were ahead
+    assert recovered.cells() == reference.cells()
+    assert sum(counts.events for _, counts in reference.cells()) == len(first + second)

@@ -70,6 +70,8 @@ class MergePayload:
 
 
 Item = KeyedEvent | MergeRequest
+Origin = tuple[str, int]
+"""(customer key, fact sequence of that key) of a counted fact."""
 Message = KeyedEvent | MergePayload  # what the engine sends to other customer keys
 
 
@@ -81,6 +83,9 @@ def item_time(item: Item) -> int:
 class Output:
     facts: list[Fact] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    # Per fact: (key, sequence) of the customer key that emitted it, None for journey records
+    # (state, not occurrences). Sequences grow per key, in the key's event-time order.
+    origins: list[Origin | None] = field(default_factory=list)
 
 
 class JourneyEngine:
@@ -152,7 +157,9 @@ class JourneyEngine:
         """Facts and messages produced since the last drain; journey records at their
         latest version (one per journey touched)."""
         out, self._out = self._out, Output()
-        out.facts.extend(journey.record() for journey in self._touched.values())
+        records = [journey.record() for journey in self._touched.values()]
+        out.facts.extend(records)
+        out.origins.extend([None] * len(records))
         self._touched.clear()
         return out
 
@@ -237,7 +244,7 @@ class JourneyEngine:
         if rules.is_inbound_assisted_contact(event, config):
             state.contacts.append((t, name, event.event_id))
         state.latest = max(state.latest, t)
-        self._out.facts.append(AppliedEvent(event, state.key, journey.journey_id, name, segment, late))
+        self._emit(state, AppliedEvent(event, state.key, journey.journey_id, name, segment, late), t)
         if event.type == "journey_complete":
             self._close(state, journey, "completed", t)
         elif event.type == "journey_cancel":
@@ -256,8 +263,10 @@ class JourneyEngine:
             channels=[],
         )
         state.journeys[name] = journey
-        self._out.facts.append(
-            JourneyStarted(journey.journey_id, name, segment, event.channel, event.occurred_at)
+        self._emit(
+            state,
+            JourneyStarted(journey.journey_id, name, segment, event.channel, event.occurred_at),
+            event.occurred_at,
         )
         return journey
 
@@ -346,7 +355,8 @@ class JourneyEngine:
         ids = (event.event_id,) if earlier_event_id is None else (event.event_id, earlier_event_id)
         journey.irritant_count += 1
         self._bump(journey)
-        self._out.facts.append(
+        self._emit(
+            state,
             Irritant(
                 irritant_id(kind, event.event_id),
                 kind,
@@ -358,7 +368,8 @@ class JourneyEngine:
                 event.occurred_at,
                 ids,
                 details,
-            )
+            ),
+            event.occurred_at,
         )
 
     def _track_session(self, state: CustomerState, event: Event, journey: str, segment: str) -> None:
@@ -414,7 +425,8 @@ class JourneyEngine:
             s for s in state.sessions.values() if s.last_at + self.config.session_timeout_ms < before
         ]:
             del state.sessions[session.session_id]
-            self._out.facts.append(
+            self._emit(
+                state,
                 SessionEnded(
                     session.session_id,
                     state.key,
@@ -423,7 +435,8 @@ class JourneyEngine:
                     session.channel,
                     session.first_at,
                     session.event_count,
-                )
+                ),
+                session.last_at + self.config.session_timeout_ms,
             )
         self._prune(state, before)
         if (
@@ -461,7 +474,8 @@ class JourneyEngine:
         return journey.last_event_at + self.config.idle_timeout_ms
 
     def _irritant_abandonment(self, state: CustomerState, journey: JourneyState, at: int) -> None:
-        self._out.facts.append(
+        self._emit(
+            state,
             Irritant(
                 irritant_id("abandonment", journey.journey_id),
                 "abandonment",
@@ -473,7 +487,8 @@ class JourneyEngine:
                 at,
                 (),
                 {"deadline": at},
-            )
+            ),
+            at,
         )
 
     def _close(self, state: CustomerState, journey: JourneyState, status: str, at: int) -> None:
@@ -483,7 +498,8 @@ class JourneyEngine:
             journey.irritant_count += 1
         self._bump(journey)
         del state.journeys[journey.journey]
-        self._out.facts.append(
+        self._emit(
+            state,
             JourneyClosed(
                 journey.journey_id,
                 journey.journey,
@@ -493,8 +509,16 @@ class JourneyEngine:
                 at,
                 len(journey.channels),
                 journey.inbound_contacts,
-            )
+            ),
+            at,
         )
+
+    def _emit(self, state: CustomerState, fact: Fact, at: int) -> None:
+        """Output a counted fact with its origin. The key's sequence grows by one per fact
+        and never below at × 1000, so it keeps growing when a deleted state is recreated."""
+        state.fact_seq = max(state.fact_seq + 1, at * 1000)
+        self._out.facts.append(fact)
+        self._out.origins.append((state.key, state.fact_seq))
 
     def _prune(self, state: CustomerState, before: int) -> None:
         config = self.config

@@ -339,24 +339,48 @@ class KpiAccumulator:
         self._dirty: set[CellKey] = set()
         self.floor_ms: int | None = None  # cells before it were evicted and are not counted again
         self.too_late = 0  # contributions refused because their cell was evicted
+        self.replayed = 0  # facts skipped because their cell had counted them already
+        self._last_seq: dict[CellKey, dict[str, int]] = {}  # per cell: key -> last fact sequence
 
-    def add(self, fact: Fact) -> None:
+    def add(self, fact: Fact, origin: tuple[str, int] | None = None) -> None:
+        """Count one fact. With its origin (customer key, sequence), a fact whose sequence a
+        cell has already counted for that key is skipped: after a crash, the cells saved
+        may be ahead of the customer states, and the facts replayed are then not doubled."""
         floor = self.floor_ms
+        counted: set[CellKey] = set()
         for cell, name, amount in contributions(fact, self.kinds):
             if floor is not None and cell[0] < floor:
                 # Its cumulative row is already stored and forgotten here: a cell restarted
                 # from zero would be an older version of that row, so the fact is refused.
                 self.too_late += 1
                 continue
+            if origin is not None and cell not in counted and self._seen_before(cell, origin):
+                self.replayed += 1
+                return
+            counted.add(cell)
             apply(self._cell(cell), name, amount)
         if isinstance(fact, AppliedEvent):
             cell = cell_of(fact)
             if floor is None or cell[0] >= floor:
                 self._add_customer(cell, fact.customer_key)
+        if origin is not None:
+            for cell in counted:
+                self._last_seq.setdefault(cell, {})[origin[0]] = origin[1]
 
-    def add_many(self, facts: Iterable[Fact]) -> None:
-        for fact in facts:
-            self.add(fact)
+    def add_many(
+        self, facts: Iterable[Fact], origins: Iterable[tuple[str, int] | None] | None = None
+    ) -> None:
+        if origins is None:
+            for fact in facts:
+                self.add(fact)
+            return
+        for fact, origin in zip(facts, origins, strict=True):
+            self.add(fact, origin)
+
+    def _seen_before(self, cell: CellKey, origin: tuple[str, int]) -> bool:
+        key, seq = origin
+        last = self._last_seq.get(cell, {}).get(key)
+        return last is not None and seq <= last
 
     def cells(self) -> list[tuple[CellKey, KpiCounts]]:
         """Copies of every cell, ordered by key."""
@@ -376,6 +400,7 @@ class KpiAccumulator:
         for key in old:
             del self._cells[key]
             self._customers.pop(key, None)
+            self._last_seq.pop(key, None)
             self._dirty.discard(key)
         self.floor_ms = before_ms if self.floor_ms is None else max(self.floor_ms, before_ms)
         return len(old)
@@ -390,7 +415,11 @@ class KpiAccumulator:
 
     def cell_state(self, key: CellKey) -> dict[str, Any]:
         """One cell's persistent state (counts and distinct customers); see `load_cell`."""
-        return {"counts": self._cells[key].as_dict(), "customers": sorted(self._customers.get(key, ()))}
+        return {
+            "counts": self._cells[key].as_dict(),
+            "customers": sorted(self._customers.get(key, ())),
+            "last_seq": self._last_seq.get(key, {}),
+        }
 
     def load_cell(self, key: CellKey, state: dict[str, Any]) -> None:
         """Restore one cell saved by `cell_state` (not marked dirty: it is stored already)."""
@@ -398,6 +427,9 @@ class KpiAccumulator:
         customers = state.get("customers") or ()
         if customers:
             self._customers[key] = {str(c) for c in customers}
+        last_seq = state.get("last_seq") or {}
+        if last_seq:
+            self._last_seq[key] = {str(k): int(v) for k, v in last_seq.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able state (for persistence); `restore` reads it back."""

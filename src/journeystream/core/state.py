@@ -136,6 +136,9 @@ class CustomerState:
     held: list[Any] = field(default_factory=list)  # items held while awaiting (encoded)
     pending_payloads: dict[str, Any] = field(default_factory=dict)  # payloads that came before the login
     merged_into: str | None = None  # set on an anonymous key once merged: later items are forwarded
+    # Sequence of the counted facts this key emitted (see JourneyEngine._emit): KPI cells keep
+    # the last one per key and skip a fact replayed after a crash.
+    fact_seq: int = 0
 
     def is_empty(self) -> bool:
         return not (
@@ -168,6 +171,7 @@ class CustomerState:
                 self.held,
                 self.pending_payloads,
                 self.merged_into,
+                self.fact_seq,
             ]
         )
 
@@ -193,6 +197,7 @@ class CustomerState:
             held=data[12],
             pending_payloads=data[13],
             merged_into=data[14],
+            fact_seq=data[15] if len(data) > 15 else 0,
         )
 
 

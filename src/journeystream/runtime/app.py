@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from functools import partial
 from pathlib import Path
@@ -159,6 +160,9 @@ class Runtime:
                 await self.journeys.flush(stream.ack)
 
     async def _ack_all(self, stream: Any, events: Sequence[Any], sends: Sequence[Awaitable[Any]]) -> None:
+        stored_at = time.time()  # this runs once the batch's rows are in ClickHouse
+        for event in events:
+            self.metrics.store_delay_seconds.observe(max(0.0, stored_at - event.message.timestamp))
         if sends:
             await asyncio.gather(*sends)  # forwarded, announced and rejected copies are on the broker
         for event in events:

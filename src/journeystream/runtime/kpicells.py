@@ -2,8 +2,11 @@
 in a Faust table and written to `kpi_minute` as cumulative rows versioned by facts counted.
 
 Crash safety follows the stage's write order: rows (and the shard's progress) first, then
-the cells' state, then the acks. A crash in between replays the same facts onto the last
-saved cells, so the rows written again carry the same versions and the same counts.
+the cells' state, flushed to the broker *before* the customer states, then the acks. A
+crash before the cells are saved replays the same facts onto the last saved cells, so the
+rows written again carry the same versions and counts; a crash between the cells and the
+customer states replays facts the cells already counted, and each cell skips them by the
+per-customer fact sequence it keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import orjson
 
 from journeystream.core.facts import Fact
+from journeystream.core.journeys import Origin
 from journeystream.core.kpis import CellKey, KpiAccumulator
 from journeystream.core.timeline import NEVER
 from journeystream.metrics import Metrics
@@ -54,9 +58,9 @@ class KpiCells:
         self._watermarks.clear()
         self._too_late.clear()
 
-    def add(self, partition: int, facts: list[Fact]) -> None:
+    def add(self, partition: int, facts: list[Fact], origins: list[Origin | None]) -> None:
         accumulator = self._accumulator(partition)
-        accumulator.add_many(facts)
+        accumulator.add_many(facts, origins)
         refused = accumulator.too_late - self._too_late.get(partition, 0)
         if refused:
             self.metrics.kpi_too_late.inc(refused)

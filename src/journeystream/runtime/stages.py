@@ -223,7 +223,7 @@ class _KeyedRunner:
     async def flush(self, ack: Callable[[Any], Awaitable[Any]]) -> None:
         async with self.lock:
             await self._flush_outputs()
-            self._write_state()
+            await self._write_state()
             await self._producer_flush()  # the changelog writes are on the broker
             for partition, book in self.books.items():
                 for event in book.take_ackable(self._still_buffered(partition)):
@@ -235,7 +235,7 @@ class _KeyedRunner:
         if sends:
             await asyncio.gather(*sends)
 
-    def _write_state(self) -> None:
+    async def _write_state(self) -> None:
         for partition, changes in self._state_changes().items():
             if changes:
                 write_table(self.table, self.context_events[partition], changes)
@@ -415,7 +415,7 @@ class JourneyRunner(_KeyedRunner):
                 self.metrics.events_applied.inc()
             elif isinstance(fact, JourneyClosed):
                 self.metrics.journeys_closed.labels(fact.status).inc()
-        self.kpis.add(partition, output.facts)
+        self.kpis.add(partition, output.facts, output.origins)
         for callback in self.on_facts:
             callback(output.facts)
 
@@ -427,15 +427,21 @@ class JourneyRunner(_KeyedRunner):
         await super()._flush_outputs()
         await self.sink.flush()
 
-    def _write_state(self) -> None:
+    async def _write_state(self) -> None:
+        # KPI cells reach the broker before the customer states: never a state without the
+        # cells that counted its facts (the reverse is undone by the cells' fact sequences)
+        kpi_changes, self._kpi_changes = self._kpi_changes, {}
+        written = False
+        for partition, cells in kpi_changes.items():
+            if cells:
+                write_table(self.kpis.table, self.context_events[partition], cells)
+                written = True
+        if written:
+            await self._producer_flush()
         for partition, changes in self._state_changes().items():
             if changes:
                 self._count_bytes(partition, changes)
                 write_table(self.table, self.context_events[partition], changes)
-        kpi_changes, self._kpi_changes = self._kpi_changes, {}
-        for partition, cells in kpi_changes.items():
-            if cells:
-                write_table(self.kpis.table, self.context_events[partition], cells)
 
     def _count_bytes(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
         """Keep the partition's serialized state size current (the state_bytes gauge)."""
