@@ -551,7 +551,9 @@ def test_book_fires_once_after_for_and_resolves_once_below_clear() -> None:
 
 def test_book_due_starts_at_the_watermark_then_continues_in_order() -> None:
     book = AlertBook(load_rules(BOOK_RULES, "t"))
-    assert book.due(B0 + 30_000, limit=10) == [B0]  # a new book does not replay history
+    # a new book looks back the widest window plus the longest `for` (3 + 1 minutes), no more
+    assert book.lookback_ms() == 4 * M
+    assert book.due(B0 + 30_000, limit=10) == [B0 - 4 * M, B0 - 3 * M, B0 - 2 * M, B0 - M, B0]
     book.step(B0, {})
     assert book.due(B0 + 3 * M + 1, limit=10) == [B0 + M, B0 + 2 * M, B0 + 3 * M]
     assert book.due(B0 + 3 * M + 1, limit=2) == [B0 + M, B0 + 2 * M]

@@ -540,10 +540,20 @@ class AlertBook:
 
     def due(self, watermark_ms: int, limit: int) -> list[int]:
         """The boundaries to evaluate now, oldest first, at most `limit`. A book that has never
-        evaluated starts at the watermark's minute rather than at the dawn of the data."""
+        evaluated starts one lookback before the watermark's minute, not at the dawn of the
+        data: enough for every rule to reach the state the present calls for (an episode
+        that began earlier fires now), without replaying history to on-call."""
         last = minute_of(watermark_ms)
-        first = last if self.evaluated_until is None else self.evaluated_until + MINUTE_MS
+        if self.evaluated_until is None:
+            first = last - self.lookback_ms()
+        else:
+            first = self.evaluated_until + MINUTE_MS
         return list(range(first, last + 1, MINUTE_MS))[:limit]
+
+    def lookback_ms(self) -> int:
+        """The widest window plus the longest `for`, in whole minutes."""
+        widest = max(rule.window_ms + rule.for_ms for rule in self.rules)
+        return -(-widest // MINUTE_MS) * MINUTE_MS
 
     def span(self, boundaries: list[int]) -> tuple[int, int]:
         """The minutes [start, end) the evaluation of `boundaries` reads."""

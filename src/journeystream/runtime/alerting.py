@@ -18,6 +18,7 @@ from journeystream.config import Settings
 from journeystream.core.alerts import AlertBook, AlertState, Evaluation, Notification, Rule, alert_id
 from journeystream.metrics import Metrics
 from journeystream.runtime.alertmanager import AlertmanagerClient, alert_payload
+from journeystream.runtime.stages import TopicSender
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.queries import alert_states, kpi_watermark, rule_minutes
 from journeystream.sinks.rows import ALERT_STATE, ALERTS, alert_json, alert_row, alert_state_row, now_ms
@@ -35,7 +36,7 @@ class AlertRunner:
         rules: Sequence[Rule],
         writer: ClickHouseWriter,
         sink: BatchingSink,
-        alerts_topic: Any,
+        alerts_topic: TopicSender,
         metrics: Metrics,
         alertmanager: AlertmanagerClient | None,
     ) -> None:

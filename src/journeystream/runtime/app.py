@@ -30,7 +30,7 @@ from journeystream.errors import SinkClosedError
 from journeystream.metrics import Metrics
 from journeystream.runtime.alerting import AlertRunner
 from journeystream.runtime.alertmanager import AlertmanagerClient
-from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics
+from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics, TopicSender
 from journeystream.runtime.topics import TABLES
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import ALL_TABLES
@@ -81,14 +81,17 @@ class Runtime:
         self.interactions = app.topic(settings.topic_interactions, partitions=n)
         by_device = app.topic(settings.topic_by_device, partitions=n)
         by_customer = app.topic(settings.topic_by_customer, partitions=n)
+        # Outputs go straight to the app's producer: a Faust topic.send per message builds a
+        # channel message and a future wrapper around the same producer call.
+        producer = self._producer
         self.topics = Topics(
-            rejected=app.topic(settings.topic_rejected, partitions=n),
-            by_device=by_device,
-            by_customer=by_customer,
-            journeys=app.topic(settings.topic_journeys, partitions=n),
-            irritants=app.topic(settings.topic_irritants, partitions=n),
+            rejected=TopicSender(producer, settings.topic_rejected),
+            by_device=TopicSender(producer, settings.topic_by_device),
+            by_customer=TopicSender(producer, settings.topic_by_customer),
+            journeys=TopicSender(producer, settings.topic_journeys),
+            irritants=TopicSender(producer, settings.topic_irritants),
         )
-        self.alerts_topic = app.topic(settings.topic_alerts, partitions=n)
+        self.alerts_topic = TopicSender(producer, settings.topic_alerts)
         # bytes in, bytes out: the runners own the encoding (orjson), Faust only moves bytes
         self.links, self.customers, self.kpi_cells = (
             app.Table(name, default=None, partitions=n, key_type=bytes, value_type=bytes) for name in TABLES
@@ -212,6 +215,9 @@ class Runtime:
             if stream is not None:
                 await runner.flush(stream.ack)
         await self.sink.close()
+
+    def _producer(self) -> Any:
+        return self.app.producer
 
     async def _flush_producer(self) -> None:
         await self.app.producer.flush()

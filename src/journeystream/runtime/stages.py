@@ -44,11 +44,35 @@ def source_names(prefix: str, partitions: int) -> list[str]:
     return [f"{prefix}{p}" for p in range(partitions)]
 
 
+class TopicSender:
+    """Sends bytes to one topic through the app's producer (default partitioner: murmur2 of
+    the key, as Kafka's Java clients). `send` returns once the record is queued, with the
+    future of its acknowledgement."""
+
+    def __init__(self, producer: Callable[[], Any], name: str) -> None:
+        self._producer = producer
+        self.name = name
+
+    async def send(
+        self,
+        key: bytes | None = None,
+        value: bytes = b"",
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        return await self._producer().send(self.name, key, value, partition, None, headers)  # type: ignore[no-any-return]
+
+
 class Topics:
-    """The topic handles the runners send to (Faust topic objects)."""
+    """The topics the runners send to."""
 
     def __init__(
-        self, rejected: Any, by_device: Any, by_customer: Any, journeys: Any, irritants: Any
+        self,
+        rejected: TopicSender,
+        by_device: TopicSender,
+        by_customer: TopicSender,
+        journeys: TopicSender,
+        irritants: TopicSender,
     ) -> None:
         self.rejected = rejected
         self.by_device = by_device
@@ -114,10 +138,10 @@ class IngestRunner:
     async def _route(self, event: Event) -> Awaitable[Any]:
         if needs_identity(event):
             key = device_key(event).encode()
-            return await self.topics.by_device.send(key=key, value=encode_device_event(event))  # type: ignore[no-any-return]
+            return await self.topics.by_device.send(key=key, value=encode_device_event(event))
         customer = str(event.customer_id)
         value = encode(KeyedEvent(customer, event))
-        return await self.topics.by_customer.send(key=customer.encode(), value=value)  # type: ignore[no-any-return]
+        return await self.topics.by_customer.send(key=customer.encode(), value=value)
 
     def _watermark(self, partition: int) -> SourceWatermark:
         watermark = self.watermarks.get(partition)
