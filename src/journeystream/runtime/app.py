@@ -30,6 +30,7 @@ from journeystream.errors import SinkClosedError
 from journeystream.metrics import Metrics
 from journeystream.runtime.alerting import AlertRunner
 from journeystream.runtime.alertmanager import AlertmanagerClient
+from journeystream.runtime.partitions import OffsetBook
 from journeystream.runtime.stages import IdentityRunner, IngestRunner, JourneyRunner, Topics, TopicSender
 from journeystream.runtime.topics import TABLES
 from journeystream.sinks.clickhouse import ClickHouseWriter
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 TAKE_MAX = 2000
 TAKE_WITHIN_S = 0.05
 TICK_S = 1.0
+COMMIT_EVERY_S = 1.0
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
@@ -78,9 +80,19 @@ class Runtime:
         )
         self.app = _make_app(settings)
         app, n = self.app, settings.partitions
-        self.interactions = app.topic(settings.topic_interactions, partitions=n)
-        by_device = app.topic(settings.topic_by_device, partitions=n)
-        by_customer = app.topic(settings.topic_by_customer, partitions=n)
+        # acks=False: Faust neither tracks nor commits the stages' input offsets; the worker
+        # commits them itself from its OffsetBook (see partitions.OffsetBook for why)
+        self.interactions = app.topic(settings.topic_interactions, partitions=n, acks=False)
+        by_device = app.topic(settings.topic_by_device, partitions=n, acks=False)
+        by_customer = app.topic(settings.topic_by_customer, partitions=n, acks=False)
+        self.input_topics = {
+            settings.topic_interactions,
+            settings.topic_by_device,
+            settings.topic_by_customer,
+        }
+        self.offsets = OffsetBook()
+        self._last_commit = 0.0
+        self._holes: dict[Any, int] = {}
         # Outputs go straight to the app's producer: a Faust topic.send per message builds a
         # channel message and a future wrapper around the same producer call.
         producer = self._producer
@@ -134,14 +146,17 @@ class Runtime:
         app.page("/health")(self._health_view())
         app.page("/ready")(self._ready_view())
         app.on_rebalance_complete.connect(self._on_rebalanced)
-        app.before_stop = [self._flush_everything]
+        app.before_stop = [self._flush_everything, self._commit]
 
     # ---- agents ---------------------------------------------------------------------------
 
     async def _ingest_agent(self, stream: Any) -> None:
         self._start_flusher()
         self._streams["ingest"] = stream
-        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+        async for batch in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            events = self.offsets.take(batch)
+            if not events:
+                continue
             sends = await self.ingest.handle(events)
             self.sink.after_flush(partial(self._ack_all, stream, events, sends))
             await self.sink.maybe_flush()
@@ -149,18 +164,25 @@ class Runtime:
     async def _identity_agent(self, stream: Any) -> None:
         self._start_flusher()
         self._streams["identity"] = stream
-        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
-            await self.identity.handle(events)
+        ack = partial(self._ack, stream)
+        async for batch in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            await self.identity.handle(self.offsets.take(batch))
             if self.identity.due():
-                await self.identity.flush(stream.ack)
+                await self.identity.flush(ack)
 
     async def _journeys_agent(self, stream: Any) -> None:
         self._start_flusher()
         self._streams["journeys"] = stream
-        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
-            await self.journeys.handle(events)
+        ack = partial(self._ack, stream)
+        async for batch in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            await self.journeys.handle(self.offsets.take(batch))
             if self.journeys.due() or self.sink.pending_rows >= self.settings.sink_batch_rows:
-                await self.journeys.flush(stream.ack)
+                await self.journeys.flush(ack)
+
+    async def _ack(self, stream: Any, event: Any) -> None:
+        """Everything the event caused is durable: its offset may be committed."""
+        self.offsets.ack(event)
+        await stream.ack(event)  # Faust's reference count only; it commits nothing for these topics
 
     async def _ack_all(self, stream: Any, events: Sequence[Any], sends: Sequence[Awaitable[Any]]) -> None:
         stored_at = time.time()  # this runs once the batch's rows are in ClickHouse
@@ -169,7 +191,7 @@ class Runtime:
         if sends:
             await asyncio.gather(*sends)  # forwarded, announced and rejected copies are on the broker
         for event in events:
-            await stream.ack(event)
+            await self._ack(stream, event)
 
     # ---- background work ------------------------------------------------------------------
 
@@ -189,7 +211,9 @@ class Runtime:
                 for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
                     stream = self._streams.get(name)
                     if stream is not None and runner.due():
-                        await runner.flush(stream.ack)
+                        await runner.flush(partial(self._ack, stream))
+                if time.monotonic() - self._last_commit >= COMMIT_EVERY_S and not self._stopping:
+                    await self._commit()
             except SinkClosedError:
                 return
             except Exception:
@@ -213,11 +237,27 @@ class Runtime:
         for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
             stream = self._streams.get(name)
             if stream is not None:
-                await runner.flush(stream.ack)
+                await runner.flush(partial(self._ack, stream))
         await self.sink.close()
 
     def _producer(self) -> Any:
         return self.app.producer
+
+    async def _commit(self) -> None:
+        """Commit every input offset whose messages, and all before it, were acked."""
+        self._last_commit = time.monotonic()
+        holes = self.offsets.holes()
+        if holes and holes != self._holes:
+            # at-least-once holds (nothing past a hole is committed), but these messages were
+            # skipped by the consumer in this generation: a restart delivers them again
+            log.warning("commits wait for offsets not delivered in this generation: %s", holes)
+        self._holes = holes
+        offsets = self.offsets.to_commit()
+        if not offsets:
+            return
+        consumer: Any = self.app.consumer
+        if await consumer._commit(offsets):  # the driver's commit of these exact offsets
+            self.offsets.committed(offsets)
 
     async def _flush_producer(self) -> None:
         await self.app.producer.flush()
@@ -241,8 +281,8 @@ class Runtime:
 
     def _position(self, tp: Any) -> int:
         # before the first message of a partition, the committed offset is where we stand
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp) or 0
-        return max(self._last_offsets(tp.topic).get(tp, -1) + 1, committed)
+        position = self.offsets.position(tp) or 0
+        return max(self._last_offsets(tp.topic).get(tp, -1) + 1, position)
 
     def _last_offsets(self, topic: str) -> dict[Any, int]:
         """The last offset each stage took, for the topic it reads (empty for others)."""
@@ -256,12 +296,31 @@ class Runtime:
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Tables are recovered and Faust is about to seek every partition back to its
-        committed offset: rebuild the stages from the tables, not from memory."""
+        committed offset: rebuild the stages from the tables, not from memory, and count
+        deliveries afresh from the committed offsets."""
         generation = self.app.consumer_generation_id
-        async with self.identity.lock:
+        committed = await self._committed_offsets()
+        async with self.identity.lock, self.journeys.lock:
+            # one step: a stage never sees an event of a generation the book does not track
             self.identity.reset(generation)
-        async with self.journeys.lock:
             self.journeys.reset(generation)
+            self.offsets.start(generation, committed)
+        log.info("generation %s: input starts at %s", generation, {str(tp): o for tp, o in committed.items()})
+
+    async def _committed_offsets(self) -> dict[Any, int]:
+        """Per assigned input partition: the committed offset, or the log start if none."""
+        consumer: Any = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in self.input_topics]
+        if not tps:
+            return {}
+        committed = {
+            (tp.topic, tp.partition): offset
+            for tp, offset in (await consumer.seek_to_committed()).items()  # Faust seeks again next
+            if offset is not None and offset >= 0
+        }
+        missing = [tp for tp in tps if (tp.topic, tp.partition) not in committed]
+        earliest = await consumer.earliest_offsets(*missing) if missing else {}
+        return {tp: committed.get((tp.topic, tp.partition), earliest.get(tp, 0)) for tp in tps}
 
     async def _update_gauges(self) -> None:
         consumer = self.app.consumer

@@ -9,7 +9,8 @@ changelog. Messages whose item still waits in the reorder buffer are not acked y
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -47,6 +48,109 @@ class AckBook:
                 ackable.append(event)
         self._unacked = keep
         return ackable
+
+
+class _Track:
+    """One input partition of one consumer generation."""
+
+    __slots__ = ("committed", "hole_at", "next_owed", "outstanding")
+
+    def __init__(self, committed: int) -> None:
+        self.committed = committed  # what the broker has (or what we committed since)
+        self.next_owed = committed  # lowest offset not delivered yet in offset order
+        self.outstanding: Counter[int] = Counter()  # delivered, not acked (duplicates counted)
+        self.hole_at: int | None = None
+
+    def deliver(self, offset: int) -> None:
+        if offset == self.next_owed:
+            self.next_owed += 1
+        elif offset > self.next_owed:
+            self.hole_at = self.next_owed  # commits wait until next_owed is delivered
+        self.outstanding[offset] += 1
+
+    def ack(self, offset: int) -> None:
+        left = self.outstanding[offset] - 1
+        if left > 0:
+            self.outstanding[offset] = left
+        else:
+            del self.outstanding[offset]
+
+    def commit_point(self) -> int:
+        return min(self.outstanding) if self.outstanding else self.next_owed
+
+
+class OffsetBook:
+    """Which input offsets may be committed: the worker owns its offset commits.
+
+    Faust's own bookkeeping is not used for the stages' input topics (they are declared
+    without acks): it commits past messages nobody acked (an offset gap recorded when the
+    seek after a rebalance races the fetcher, the message at the committed offset itself,
+    every message before the first ack of a partition without a committed offset, and
+    messages it skipped during a rebalance). Here an offset is committable only when every
+    offset from the committed one up to it was delivered to a stage and acked, in this
+    consumer generation; a delivery that jumps over an offset stops commits of the partition
+    until the missing offsets are delivered (after the seek to the committed offsets).
+    """
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self._tracks: dict[Any, _Track] = {}
+
+    def start(self, generation: int, committed: Mapping[Any, int]) -> None:
+        """A new consumer generation: everything unacked will be delivered again from
+        `committed` (the broker's committed offset, or the log start, per partition)."""
+        self.generation = generation
+        self._tracks = {tp: _Track(offset) for tp, offset in committed.items()}
+
+    def take(self, events: Sequence[Any]) -> list[Any]:
+        """The events of the current generation, recorded as delivered. Others were fetched
+        before a rebalance; they are delivered again after the seek and must not be processed
+        (nor acked) now."""
+        taken = []
+        for event in events:
+            message = event.message
+            track = self._tracks.get(message.tp)
+            if track is None or message.generation_id != self.generation:
+                continue
+            track.deliver(message.offset)
+            taken.append(event)
+        return taken
+
+    def ack(self, event: Any) -> None:
+        """Everything the event caused is durable. Acks of an older generation are ignored:
+        their messages are delivered again."""
+        message = event.message
+        track = self._tracks.get(message.tp)
+        if track is not None and message.generation_id == self.generation:
+            track.ack(message.offset)
+
+    def to_commit(self) -> dict[Any, int]:
+        """Offsets to commit now: partitions whose commit point moved past the committed one."""
+        offsets = {}
+        for tp, track in self._tracks.items():
+            point = track.commit_point()
+            if point > track.committed:
+                offsets[tp] = point
+        return offsets
+
+    def committed(self, offsets: Mapping[Any, int]) -> None:
+        for tp, offset in offsets.items():
+            track = self._tracks.get(tp)
+            if track is not None:
+                track.committed = max(track.committed, offset)
+
+    def position(self, tp: Any) -> int | None:
+        """The lowest offset not yet delivered in order (None if the partition is unknown)."""
+        track = self._tracks.get(tp)
+        return None if track is None else track.next_owed
+
+    def holes(self) -> dict[Any, int]:
+        """Partitions whose deliveries jumped over an offset (commits wait for it)."""
+        return {
+            tp: track.hole_at
+            for tp, track in self._tracks.items()
+            if track.hole_at is not None and track.next_owed == track.hole_at
+        }
 
 
 def write_table(table: Any, partition_event: Any, changes: dict[bytes, bytes | None]) -> None:
