@@ -298,6 +298,12 @@ class Runtime:
         """Tables are recovered and Faust is about to seek every partition back to its
         committed offset: rebuild the stages from the tables, not from memory, and count
         deliveries afresh from the committed offsets."""
+        # Faust resumes the stream partitions before it seeks them to the committed offsets,
+        # while the consumer's flow is still on from reading the changelogs: what it fetches
+        # in between is delivered, then refetched, and some of it is dropped on the floor
+        # (never delivered in this generation). Stop the flow now; Faust resumes it right
+        # after its seek, so the first record any stage sees is the committed one.
+        self.app.consumer.stop_flow()
         generation = self.app.consumer_generation_id
         committed = await self._committed_offsets()
         async with self.identity.lock, self.journeys.lock:
