@@ -11,6 +11,7 @@ and acked in the current consumer generation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from journeystream.runtime.partitions import OffsetBook
 
@@ -123,3 +124,84 @@ def test_unknown_partitions_are_not_taken_and_commits_never_go_back() -> None:
     assert book.to_commit() == {}
     assert book.position(TP) == 53
     assert book.position(("elsewhere", 0)) is None
+
+
+class Part(NamedTuple):
+    topic: str
+    partition: int
+
+
+Committed = dict[Part, int | None]
+
+
+class _FakeConsumer:
+    """What Runtime._on_rebalanced uses of Faust's consumer, recording the call order."""
+
+    def __init__(self, assignment: set[Part], committed: Committed) -> None:
+        self.calls: list[str] = []
+        self._assignment = assignment
+        self._committed = committed
+
+    def stop_flow(self) -> None:
+        self.calls.append("stop_flow")
+
+    def assignment(self) -> set[Part]:
+        return self._assignment
+
+    async def seek_to_committed(self) -> Committed:
+        self.calls.append("seek_to_committed")
+        return self._committed
+
+    async def earliest_offsets(self, *tps: Part) -> dict[Part, int]:
+        self.calls.append("earliest_offsets")
+        return {tp: 5 for tp in tps}
+
+
+class _FakeRunner:
+    def __init__(self) -> None:
+        import asyncio
+
+        self.lock = asyncio.Lock()
+        self.generation: int | None = None
+
+    def reset(self, generation: int) -> None:
+        self.generation = generation
+
+
+async def test_a_rebalance_stops_the_flow_first_and_starts_the_book_from_the_committed_offsets() -> None:
+    from types import SimpleNamespace
+
+    from journeystream.runtime.app import Runtime
+
+    interactions, by_device, changelog = Part("in", 0), Part("dev", 1), Part("x-customers-changelog", 0)
+    consumer = _FakeConsumer({interactions, by_device, changelog}, {interactions: 120, by_device: None})
+    fake = SimpleNamespace(
+        app=SimpleNamespace(consumer=consumer, consumer_generation_id=7),
+        identity=_FakeRunner(),
+        journeys=_FakeRunner(),
+        offsets=OffsetBook(),
+        input_topics={"in", "dev"},
+    )
+    fake._committed_offsets = lambda: Runtime._committed_offsets(fake)  # type: ignore[arg-type]
+    await Runtime._on_rebalanced(fake, None, signal=None)  # type: ignore[arg-type]
+    # nothing may be fetched and handed out between Faust's resume and its seek
+    assert consumer.calls[0] == "stop_flow"
+    assert fake.identity.generation == fake.journeys.generation == fake.offsets.generation == 7
+    assert fake.offsets.position(interactions) == 120
+    assert fake.offsets.position(by_device) == 5  # no committed offset: the log start
+    assert fake.offsets.position(changelog) is None  # not an input of a stage
+
+
+async def test_a_stopping_stage_leaves_new_messages_for_the_next_start() -> None:
+    # the journeys agent crashed on a closed sink when a batch arrived after the last flush
+    from journeystream.config import Settings
+    from journeystream.runtime.stages import IdentityRunner
+
+    async def flush() -> None:
+        return None
+
+    runner = IdentityRunner(Settings.from_env({}), {}, flush, topics=None)  # type: ignore[arg-type]
+    runner.reset(1)
+    runner.closed = True
+    await runner.handle(events([0, 1], generation=1))
+    assert runner.stages == {} and runner.books == {}

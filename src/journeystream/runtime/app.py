@@ -154,10 +154,15 @@ class Runtime:
         self._start_flusher()
         self._streams["ingest"] = stream
         async for batch in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
-            events = self.offsets.take(batch)
+            events = [] if self._stopping else self.offsets.take(batch)
             if not events:
-                continue
-            sends = await self.ingest.handle(events)
+                continue  # stopping: what was not acked is read again at the next start
+            try:
+                sends = await self.ingest.handle(events)
+            except SinkClosedError:
+                if self._stopping:
+                    continue  # the sink closed under this batch; it is not acked
+                raise
             self.sink.after_flush(partial(self._ack_all, stream, events, sends))
             await self.sink.maybe_flush()
 
@@ -234,10 +239,14 @@ class Runtime:
         self._stopping = True
         if self.alertmanager is not None:
             await self.alertmanager.stop()
+        # Faust stops the consumer and the agents only after this hook: a stage takes no
+        # new batch once its last flush is done (closed), or it would write to a closed sink
         for name, runner in (("identity", self.identity), ("journeys", self.journeys)):
             stream = self._streams.get(name)
             if stream is not None:
                 await runner.flush(partial(self._ack, stream))
+            async with runner.lock:
+                runner.closed = True
         await self.sink.close()
 
     def _producer(self) -> Any:

@@ -185,6 +185,7 @@ class _KeyedRunner:
         self.last_flush = time.monotonic()
         self.generation: int | None = None  # set once the first rebalance has completed
         self.last_offsets: dict[Any, int] = {}  # per input topic-partition, for the lag gauge
+        self.closed = False  # the worker is stopping: messages are left for the next start
 
     def reset(self, generation: int) -> None:
         """After a rebalance: forget in-memory state; the table is the truth, and every
@@ -216,6 +217,8 @@ class _KeyedRunner:
     async def handle(self, events: Sequence[Any]) -> None:
         """Apply a batch to the partitions' stages, then send what they produced."""
         async with self.lock:
+            if self.closed:
+                return
             touched: set[int] = set()
             for event in self.current(events):
                 partition = event.message.partition
