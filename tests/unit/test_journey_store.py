@@ -7,9 +7,9 @@ import json
 
 from journeystream.core.config import DAY_MS, RulesConfig
 from journeystream.core.events import Event
-from journeystream.core.facts import JourneyRecord
+from journeystream.core.facts import AppliedEvent, JourneyRecord
 from journeystream.core.ids import journey_id
-from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergeRequest
+from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.kpis import KpiAccumulator
 
 T0 = 1_700_000_000_000
@@ -180,3 +180,19 @@ def test_cells_saved_ahead_of_the_states_do_not_count_replayed_facts_twice() -> 
     assert recovered.replayed > 0  # the cells really were ahead
     assert recovered.cells() == reference.cells()
     assert sum(counts.events for _, counts in reference.cells()) == len(first + second)
+
+
+def test_facts_are_complete_only_up_to_the_oldest_item_held_for_a_merge() -> None:
+    engine = JourneyEngine(RulesConfig(), ["A"])
+    login = Event("e-login", T0 + 1_000, "web", "login", customer_id="C1", anonymous_id="x")
+    engine.push(KeyedEvent("C1", login, merge_from="anon:x"))
+    engine.push(page_view("e2", T0 + 2_000))
+    engine.observe("A", T0 + 5_000)
+    # the login waits for the anonymous history: its facts, and those of C1's next events,
+    # come when the payload arrives, after the watermark has passed them
+    assert engine.timeline.watermark == T0 + 5_000
+    assert engine.complete_before() == T0 + 1_000
+    engine.receive_payload(MergePayload("C1", "anon:x", None))
+    applied = [f for f in engine.drain().facts if isinstance(f, AppliedEvent)]
+    assert [f.event.event_id for f in applied] == ["e-login", "e2"]
+    assert engine.complete_before() == T0 + 5_000

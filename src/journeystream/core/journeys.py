@@ -102,6 +102,7 @@ class JourneyEngine:
         self._load = load
         self._customers: dict[str, CustomerState] = {}
         self._dirty: set[str] = set()
+        self._awaiting: set[str] = set()  # keys holding items until a merge payload arrives
         self._wakeups: list[tuple[int, str]] = []
         self._wake_at: dict[str, int] = {}
         self._touched: dict[str, JourneyState] = {}
@@ -149,6 +150,8 @@ class JourneyEngine:
             entry[1] = self._applied  # applied before this start: retained as if just applied
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
         self._customers[key] = state
+        if state.awaiting is not None:
+            self._awaiting.add(key)
         self._schedule(state)
 
     # ---- outputs ------------------------------------------------------------------------
@@ -176,6 +179,17 @@ class JourneyEngine:
             snapshot[key] = state.to_bytes() if state is not None else None
         self._dirty.clear()
         return snapshot
+
+    def complete_before(self) -> int:
+        """Every counted fact before this time has been output: the watermark, held back by
+        the oldest item a customer holds while it waits for a merge payload (those items'
+        facts come once the payload is there, after the watermark has moved on)."""
+        complete = self.timeline.watermark
+        for key in self._awaiting:
+            state = self._customers.get(key)
+            if state is not None and state.held:
+                complete = min(complete, min(_held_time(encoded) for encoded in state.held))
+        return complete
 
     def customers_in_memory(self) -> int:
         return len(self._customers)
@@ -221,6 +235,7 @@ class JourneyEngine:
                 # the login waits for the anonymous history; it is applied right after the merge
                 state.awaiting = item.merge_from
                 state.held.append(_encode_item(item, late))
+                self._awaiting.add(state.key)
                 return
             self._merge(state, item.merge_from, _as_bytes(payload))
         state.seen[event.event_id] = [event.occurred_at, self._applied]
@@ -574,6 +589,7 @@ class JourneyEngine:
         payload = None if state.merged_into is not None else _handover_bytes(state)
         self._out.messages.append(MergePayload(request.into, state.key, payload))
         _become_tombstone(state, request.into, request.at)
+        self._awaiting.discard(state.key)
         # the tombstone keeps the ids it handed over: until they are forgotten, a redelivered
         # item of this key is still forwarded, never taken for a new anonymous visitor
         for entry in state.seen.values():
@@ -616,6 +632,7 @@ class JourneyEngine:
 
     def _release_held(self, state: CustomerState) -> None:
         state.awaiting = None
+        self._awaiting.discard(state.key)
         held, state.held = state.held, []
         for position, encoded in enumerate(held):
             item, late = _decode_item(encoded)
@@ -715,6 +732,11 @@ def _encode_item(item: Item, late: bool) -> list[Any]:
     if isinstance(item, KeyedEvent):
         return ["e", item.key, event_to_list(item.event), item.merge_from, late]
     return ["m", item.key, item.into, item.at, item.login_event_id, late]
+
+
+def _held_time(data: list[Any]) -> int:
+    """The event time of an encoded held item (see _encode_item)."""
+    return int(data[2][1]) if data[0] == "e" else int(data[3])
 
 
 def _decode_item(data: list[Any]) -> tuple[Item, bool]:

@@ -449,7 +449,7 @@ class JourneyRunner(_KeyedRunner):
     async def _flush_outputs(self) -> None:
         stamp = now_ms()
         for partition, engine in self.engines.items():
-            changes = self.kpis.collect(partition, engine.timeline.watermark, self.sink, stamp)
+            changes = self.kpis.collect(partition, engine.complete_before(), self.sink, stamp)
             self._kpi_changes.setdefault(partition, {}).update(changes)
         await super()._flush_outputs()
         await self.sink.flush()
