@@ -26,10 +26,10 @@ test: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m 'not integration and not crash'
+	$(BIN)/pytest -q -p no:cacheprovider -m 'not integration and not crash'
 
 integration: install
-	$(BIN)/pytest -q -m 'integration and not crash'
+	$(BIN)/pytest -q -p no:cacheprovider -m 'integration'
 
 crash-test: install
 	$(BIN)/pytest -q -p no:cacheprovider -m crash -s
