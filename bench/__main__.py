@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.machine import describe, today
 
-ALL = ["decode", "core", "state", "raw_drain", "worker_raw", "latency"]
+ALL = ["decode", "core", "state", "raw_drain", "end_to_end", "latency", "open_journeys", "growth"]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -15,9 +15,10 @@ EVENTS = 200_000
 TOPIC = "bench.drain"
 
 
-async def _drain(bootstrap: str) -> float:
+async def drain(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds for one aiokafka consumer to read `expected` records of `topic` from the start."""
     consumer = AIOKafkaConsumer(
-        TOPIC,
+        topic,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -28,7 +29,7 @@ async def _drain(bootstrap: str) -> float:
     seen = 0
     started = time.monotonic()
     try:
-        while seen < EVENTS:
+        while seen < expected:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             seen += sum(len(records) for records in batch.values())
     finally:
@@ -40,5 +41,5 @@ def run() -> dict[str, float]:
     messages = [(m.key, m.value) for m in generate(SimConfig(seed=2, customers=20_000, events=EVENTS))]
     with local_broker() as (bootstrap, _):
         asyncio.run(fill_topic(bootstrap, TOPIC, messages, partitions=4))
-        seconds = asyncio.run(_drain(bootstrap))
+        seconds = asyncio.run(drain(bootstrap, TOPIC, EVENTS))
     return {"events": EVENTS, "events_per_s": EVENTS / seconds}

@@ -1,0 +1,75 @@
+"""Worker end to end against the client's ceiling, in the same run: a topic pre-filled with
+valid simulated events is first drained by a bare aiokafka consumer (no processing), then a
+fresh worker process reads it through every stage (decode, identity, journeys, irritants,
+KPIs, ClickHouse) until every event is applied to its journey and stored as a raw row.
+Also reports the broker's start-up time."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from bench.broker import fill_topic, local_broker
+from bench.raw_drain import drain
+from journeystream.config import Settings
+from journeystream.runtime.topics import ensure_topics
+from journeystream.simulate import SimConfig, generate
+from journeystream.supervise import WorkerProcess, free_port, metric_sum
+
+EVENTS = 100_000
+CUSTOMERS = 20_000
+PARTITIONS = 4
+
+
+def run() -> dict[str, float]:
+    return run_once(EVENTS, CUSTOMERS, PARTITIONS)
+
+
+def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
+    now_ms = int(time.time() * 1000)
+    config = SimConfig(
+        seed=5, customers=customers, events=events, start_ms=now_ms - 3_600_000, events_per_second=50.0
+    )
+    messages = [(m.key, m.value) for m in generate(config)]
+    with local_broker() as (bootstrap, broker_ready_s), tempfile.TemporaryDirectory() as folder:
+        env = {
+            "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+            "JOURNEYSTREAM_APP_ID": "bench",
+            "JOURNEYSTREAM_DATA_DIR": folder,
+            "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
+            "JOURNEYSTREAM_PARTITIONS": str(partitions),
+            "JOURNEYSTREAM_LOG_LEVEL": "warn",
+        }
+        settings = Settings.from_env(env)
+        asyncio.run(ensure_topics(settings))
+        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, messages))
+        raw_s = asyncio.run(drain(bootstrap, settings.topic_interactions, events))
+        worker = WorkerProcess(env, Path(folder) / "worker.log")
+        worker.start()
+        try:
+            worker.wait_ready()
+            started = time.monotonic()
+            while not _done(worker.metrics(), events):
+                time.sleep(0.2)
+            seconds = time.monotonic() - started
+        finally:
+            worker.stop()
+    worker_rate, raw_rate = events / seconds, events / raw_s
+    return {
+        "events": events,
+        "customers": customers,
+        "partitions": partitions,
+        "events_per_s": worker_rate,
+        "raw_drain_events_per_s": raw_rate,
+        "share_of_raw_drain": worker_rate / raw_rate,
+        "seconds": seconds,
+        "broker_ready_s": broker_ready_s,
+    }
+
+
+def _done(metrics: dict[str, float], events: int) -> bool:
+    stored = metric_sum(metrics, "journeystream_sink_rows_total", table="interaction_events")
+    applied = metric_sum(metrics, "journeystream_events_applied_total")
+    return stored >= events and applied >= events
