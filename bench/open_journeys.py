@@ -29,6 +29,7 @@ from journeystream.supervise import WorkerProcess, free_port, metric_sum
 SIZES = tuple(int(n) for n in os.environ.get("JOURNEYSTREAM_BENCH_OPEN", "100000,1000000").split(","))
 SPAN_MS = 5 * 60_000  # event times of the starts: 5 minutes, far inside the 30-minute deadline
 TIMEOUT_S = 3600.0
+PUSHERS = 64  # distinct keys: every input partition gets some
 
 
 def run() -> dict[str, float]:
@@ -75,12 +76,15 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
         }
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
-        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, _starts(size, start_ms, "C")))
+        # starts 10 s later, on every partition (the watermark is the minimum over them),
+        # move the watermark past every other one
+        starts = _starts(size, start_ms, "C") + _starts(PUSHERS, start_ms + SPAN_MS + 10_000, "Z")
+        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, starts))
         worker = WorkerProcess(env, Path(folder) / "worker.log")
         worker.start()
         worker.wait_ready()
         started = time.monotonic()
-        _wait(lambda: metric_sum(worker.metrics(), "journeystream_open_journeys") >= size)
+        _wait(lambda: metric_sum(worker.metrics(), "journeystream_open_journeys") >= size)  # Z waits
         fill_s = time.monotonic() - started
         time.sleep(3)  # a flush and a gauge update after the last start
         metrics = worker.metrics()
@@ -89,9 +93,10 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
         peak_rss = _peak_rss_bytes(worker)
         assert worker.kill() == -9
 
-        # one more event after the restart: applied once the state is back
-        late_start = start_ms + SPAN_MS + 1_000
-        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, _starts(1, late_start, "R")))
+        # two more starts after the restart: the first is applied once the state is back
+        late = start_ms + SPAN_MS + 20_000
+        more = _starts(1, late, "R") + _starts(PUSHERS, late + 10_000, "S")
+        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, more))
         restarted = WorkerProcess(env, Path(folder) / "worker.log")
         started = time.monotonic()
         restarted.start()
