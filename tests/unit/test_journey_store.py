@@ -164,6 +164,7 @@ def test_cells_saved_ahead_of_the_states_do_not_count_replayed_facts_twice() -> 
     engine.observe("A", T0 + 20_000)
     _count(engine, kpis)
     saved_cells = {key: json.loads(json.dumps(kpis.cell_state(key))) for key, _ in kpis.cells()}
+    saved_marks = json.loads(json.dumps(kpis.pop_dirty_marks()))
     # flush 2 saves the cells, then the process dies before the customer states are written
 
     restarted = JourneyEngine(RulesConfig(), ["A"], load=states.get)
@@ -172,6 +173,8 @@ def test_cells_saved_ahead_of_the_states_do_not_count_replayed_facts_twice() -> 
     recovered = KpiAccumulator()
     for key, cell in saved_cells.items():
         recovered.load_cell(key, cell)
+    for customer, mark in saved_marks.items():
+        recovered.load_mark(customer, mark)
     for item in first + second:  # everything unacked is delivered again
         restarted.push(item)
     restarted.observe("A", T0 + DAY_MS * 3)

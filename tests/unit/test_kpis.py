@@ -508,8 +508,12 @@ def test_a_cell_saved_and_loaded_counts_on_identically() -> None:
     first = KpiAccumulator(KINDS)
     first.add_many(PHONE_FACTS[:10])
     saved = json.loads(json.dumps(first.cell_state(PHONE)))
+    marks = json.loads(json.dumps(first.pop_dirty_marks()))
+    assert sorted(marks) == ["C1", "C2", "C3"]  # per customer, not per cell: values stay small
     second = KpiAccumulator(KINDS)
     second.load_cell(PHONE, saved)
+    for customer, mark in marks.items():
+        second.load_mark(customer, mark)
     assert second.pop_dirty() == []  # loaded from the store: nothing to write again
     second.add_many(PHONE_FACTS[10:])
     assert second.cells() == whole.cells()
@@ -530,3 +534,15 @@ def test_facts_for_evicted_minutes_are_refused_and_counted() -> None:
         (T0 + MIN, 2, 2)
     ]
     assert len(accumulator) == 1
+
+
+def test_customer_marks_are_forgotten_with_their_minutes() -> None:
+    accumulator = KpiAccumulator(KINDS)
+    accumulator.add(applied(1, "page_view", "C1", at=T0 + 1_000), origin=("C1", (T0 + 1_000) * 1000))
+    accumulator.add(applied(2, "page_view", "C2", at=T0 + 5 * MIN), origin=("C2", (T0 + 5 * MIN) * 1000))
+    assert set(accumulator.pop_dirty_marks()) == {"C1", "C2"}
+    accumulator.evict(T0 + 2 * MIN)
+    assert accumulator.pop_dirty_marks() == {"C1": None}  # C2's minute is still held
+    # a replay of C2's fact is still recognised; C1's would be too late anyway
+    accumulator.add(applied(2, "page_view", "C2", at=T0 + 5 * MIN), origin=("C2", (T0 + 5 * MIN) * 1000))
+    assert accumulator.replayed == 1

@@ -322,50 +322,55 @@ def _session_contributions(session: SessionEnded) -> list[Contribution]:
 
 # -- accumulator ---------------------------------------------------------------------------
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 
 
 class KpiAccumulator:
-    """The counts of every touched cell, with the distinct customers of each cell.
+    """The counts of every touched cell, and per customer key what was counted for it.
 
     `pop_dirty` returns the *full current counts* of the cells changed since its last call
     (not deltas), so a writer can replace the stored row of each cell idempotently.
+
+    Per customer key, a mark holds the last fact sequence counted (see `add`) and the recent
+    cells the key was active in (distinct customers per cell). Keeping them per key rather
+    than per cell keeps every stored value small however busy a cell gets.
     """
 
     def __init__(self, kinds: ChannelKinds | None = None) -> None:
         self.kinds = kinds if kinds is not None else ChannelKinds()
         self._cells: dict[CellKey, KpiCounts] = {}
-        self._customers: dict[CellKey, set[str]] = {}
+        self._marks: dict[str, CustomerMark] = {}
+        self._marks_by_minute: dict[int, set[str]] = {}  # minute -> keys whose mark refers to it
         self._dirty: set[CellKey] = set()
+        self._dirty_marks: set[str] = set()
         self.floor_ms: int | None = None  # cells before it were evicted and are not counted again
         self.too_late = 0  # contributions refused because their cell was evicted
-        self.replayed = 0  # facts skipped because their cell had counted them already
-        self._last_seq: dict[CellKey, dict[str, int]] = {}  # per cell: key -> last fact sequence
+        self.replayed = 0  # facts skipped because they were counted already
 
     def add(self, fact: Fact, origin: tuple[str, int] | None = None) -> None:
-        """Count one fact. With its origin (customer key, sequence), a fact whose sequence a
-        cell has already counted for that key is skipped: after a crash, the cells saved
-        may be ahead of the customer states, and the facts replayed are then not doubled."""
+        """Count one fact. With its origin (customer key, sequence), a fact whose sequence was
+        already counted for that key is skipped: after a crash the counts saved may be ahead
+        of the customer states, and the facts replayed are then not doubled."""
+        if origin is not None:
+            key, seq = origin
+            mark = self._marks.get(key)
+            if mark is not None and mark.seq is not None and seq <= mark.seq:
+                self.replayed += 1
+                return
+            self._mark(key).seq = seq
+            self._index(key, minute_of(seq // 1000))
         floor = self.floor_ms
-        counted: set[CellKey] = set()
         for cell, name, amount in contributions(fact, self.kinds):
             if floor is not None and cell[0] < floor:
                 # Its cumulative row is already stored and forgotten here: a cell restarted
                 # from zero would be an older version of that row, so the fact is refused.
                 self.too_late += 1
                 continue
-            if origin is not None and cell not in counted and self._seen_before(cell, origin):
-                self.replayed += 1
-                return
-            counted.add(cell)
             apply(self._cell(cell), name, amount)
         if isinstance(fact, AppliedEvent):
             cell = cell_of(fact)
             if floor is None or cell[0] >= floor:
                 self._add_customer(cell, fact.customer_key)
-        if origin is not None:
-            for cell in counted:
-                self._last_seq.setdefault(cell, {})[origin[0]] = origin[1]
 
     def add_many(
         self, facts: Iterable[Fact], origins: Iterable[tuple[str, int] | None] | None = None
@@ -377,11 +382,6 @@ class KpiAccumulator:
         for fact, origin in zip(facts, origins, strict=True):
             self.add(fact, origin)
 
-    def _seen_before(self, cell: CellKey, origin: tuple[str, int]) -> bool:
-        key, seq = origin
-        last = self._last_seq.get(cell, {}).get(key)
-        return last is not None and seq <= last
-
     def cells(self) -> list[tuple[CellKey, KpiCounts]]:
         """Copies of every cell, ordered by key."""
         return [(key, _copy(self._cells[key])) for key in sorted(self._cells)]
@@ -392,16 +392,23 @@ class KpiAccumulator:
         self._dirty.clear()
         return [(key, _copy(self._cells[key])) for key in dirty]
 
+    def pop_dirty_marks(self) -> dict[str, list[Any] | None]:
+        """The customer marks changed since the last call (None: forgotten), to persist."""
+        dirty, self._dirty_marks = self._dirty_marks, set()
+        return {key: self.mark_state(key) for key in sorted(dirty)}
+
     def evict(self, before_ms: int) -> int:
         """Forget cells whose minute starts before `before_ms` (bounded memory); returns how
-        many. A later fact for an evicted minute starts that cell again from zero, so evict
-        only beyond the lateness still accepted."""
+        many. Later facts for those minutes are refused (`too_late`). Marks forget those
+        cells too, and a mark with no cell left and an older sequence is dropped: sequences
+        are at least the fact time x 1000, so a fact it could still refuse would be too late."""
         old = [key for key in self._cells if key[0] < before_ms]
         for key in old:
             del self._cells[key]
-            self._customers.pop(key, None)
-            self._last_seq.pop(key, None)
             self._dirty.discard(key)
+        for minute in [m for m in self._marks_by_minute if m < before_ms]:
+            for customer in self._marks_by_minute.pop(minute):
+                self._prune_mark(customer, before_ms)
         self.floor_ms = before_ms if self.floor_ms is None else max(self.floor_ms, before_ms)
         return len(old)
 
@@ -414,32 +421,36 @@ class KpiAccumulator:
         return sorted(key for key in self._cells if key[0] < before_ms)
 
     def cell_state(self, key: CellKey) -> dict[str, Any]:
-        """One cell's persistent state (counts and distinct customers); see `load_cell`."""
-        return {
-            "counts": self._cells[key].as_dict(),
-            "customers": sorted(self._customers.get(key, ())),
-            "last_seq": self._last_seq.get(key, {}),
-        }
+        """One cell's persistent state; see `load_cell`."""
+        return self._cells[key].as_dict()
 
     def load_cell(self, key: CellKey, state: dict[str, Any]) -> None:
         """Restore one cell saved by `cell_state` (not marked dirty: it is stored already)."""
-        self._cells[key] = KpiCounts.from_dict(state["counts"])
-        customers = state.get("customers") or ()
-        if customers:
-            self._customers[key] = {str(c) for c in customers}
-        last_seq = state.get("last_seq") or {}
-        if last_seq:
-            self._last_seq[key] = {str(k): int(v) for k, v in last_seq.items()}
+        self._cells[key] = KpiCounts.from_dict(state)
+
+    def mark_state(self, key: str) -> list[Any] | None:
+        """One customer mark's persistent state, None if the mark is gone; see `load_mark`."""
+        mark = self._marks.get(key)
+        if mark is None:
+            return None
+        return [mark.seq, sorted([*cell] for cell in mark.cells)]
+
+    def load_mark(self, key: str, state: list[Any]) -> None:
+        seq, cells = state
+        mark = self._marks[key] = CustomerMark(
+            None if seq is None else int(seq), {(int(m), str(c), str(j), str(s)) for m, c, j, s in cells}
+        )
+        if mark.seq is not None:
+            self._index(key, minute_of(mark.seq // 1000))
+        for cell in mark.cells:
+            self._index(key, cell[0])
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able state (for persistence); `restore` reads it back."""
-        cells = [
-            [*key, self._cells[key].as_dict(), sorted(self._customers.get(key, ()))]
-            for key in sorted(self._cells)
-        ]
         return {
             "version": SNAPSHOT_VERSION,
-            "cells": cells,
+            "cells": [[*key, self._cells[key].as_dict()] for key in sorted(self._cells)],
+            "marks": {key: self.mark_state(key) for key in sorted(self._marks)},
             "dirty": [list(key) for key in sorted(self._dirty)],
         }
 
@@ -448,11 +459,11 @@ class KpiAccumulator:
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"KPI snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
         accumulator = cls(kinds)
-        for minute, channel, journey, segment, counts, customers in data["cells"]:
+        for minute, channel, journey, segment, counts in data["cells"]:
             key: CellKey = (int(minute), str(channel), str(journey), str(segment))
             accumulator._cells[key] = KpiCounts.from_dict(counts)
-            if customers:
-                accumulator._customers[key] = {str(c) for c in customers}
+        for customer, state in data["marks"].items():
+            accumulator.load_mark(customer, state)
         for minute, channel, journey, segment in data["dirty"]:
             key = (int(minute), str(channel), str(journey), str(segment))
             if key in accumulator._cells:
@@ -466,11 +477,43 @@ class KpiAccumulator:
             counts = self._cells[key] = init()
         return counts
 
-    def _add_customer(self, key: CellKey, customer_key: str) -> None:
-        seen = self._customers.setdefault(key, set())
-        if customer_key not in seen:
-            seen.add(customer_key)
-            self._cell(key).customers = len(seen)
+    def _mark(self, key: str) -> CustomerMark:
+        self._dirty_marks.add(key)
+        mark = self._marks.get(key)
+        if mark is None:
+            mark = self._marks[key] = CustomerMark()
+        return mark
+
+    def _add_customer(self, cell: CellKey, customer_key: str) -> None:
+        mark = self._mark(customer_key)
+        if cell not in mark.cells:
+            mark.cells.add(cell)
+            self._index(customer_key, cell[0])
+            self._cell(cell).customers += 1
+
+    def _index(self, customer: str, minute: int) -> None:
+        self._marks_by_minute.setdefault(minute, set()).add(customer)
+
+    def _prune_mark(self, customer: str, before_ms: int) -> None:
+        mark = self._marks.get(customer)
+        if mark is None:
+            return
+        kept = {cell for cell in mark.cells if cell[0] >= before_ms}
+        if len(kept) != len(mark.cells):
+            mark.cells = kept
+            self._dirty_marks.add(customer)
+        if not kept and (mark.seq is None or mark.seq < before_ms * 1000):
+            del self._marks[customer]
+            self._dirty_marks.add(customer)
+
+
+@dataclass(slots=True)
+class CustomerMark:
+    """What the accumulator counted for one customer key: the last fact sequence, and the
+    cells the key was active in (each counts the key once among its distinct customers)."""
+
+    seq: int | None = None
+    cells: set[CellKey] = field(default_factory=set)
 
 
 def _copy(counts: KpiCounts) -> KpiCounts:

@@ -34,11 +34,19 @@ _SEP = "\x1f"  # unit separator: never inside a channel, journey or segment name
 
 def cell_table_key(partition: int, key: CellKey) -> bytes:
     minute, channel, journey, segment = key
-    return _SEP.join((str(partition), str(minute), channel, journey, segment)).encode()
+    return _SEP.join((str(partition), "c", str(minute), channel, journey, segment)).encode()
 
 
-def parse_cell_table_key(raw: bytes) -> tuple[int, CellKey]:
-    partition, minute, channel, journey, segment = raw.decode().split(_SEP)
+def mark_table_key(partition: int, customer: str) -> bytes:
+    return _SEP.join((str(partition), "m", customer)).encode()
+
+
+def parse_table_key(raw: bytes) -> tuple[int, CellKey | str]:
+    """(partition, cell key) or (partition, customer key) of a kpi_cells table key."""
+    partition, kind, *rest = raw.decode().split(_SEP)
+    if kind == "m":
+        return int(partition), _SEP.join(rest)
+    minute, channel, journey, segment = rest
     return int(partition), (int(minute), channel, journey, segment)
 
 
@@ -85,6 +93,8 @@ class KpiCells:
             for key in accumulator.evicted_keys(floor):
                 changes[cell_table_key(partition, key)] = None
             accumulator.evict(floor)
+        for customer, mark in accumulator.pop_dirty_marks().items():
+            changes[mark_table_key(partition, customer)] = None if mark is None else orjson.dumps(mark)
         self.metrics.kpi_cells.labels(str(partition)).set(len(accumulator))
         return changes
 
@@ -114,8 +124,12 @@ class KpiCells:
         accumulator = KpiAccumulator()
         restored = 0
         for raw_key, value in list(self.table.items()):
-            owner, key = parse_cell_table_key(bytes(raw_key))
-            if owner == partition:
+            owner, key = parse_table_key(bytes(raw_key))
+            if owner != partition:
+                continue
+            if isinstance(key, str):
+                accumulator.load_mark(key, orjson.loads(bytes(value)))
+            else:
                 accumulator.load_cell(key, orjson.loads(bytes(value)))
                 restored += 1
         if restored:
