@@ -16,7 +16,7 @@ from bench.raw_drain import drain
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import SimConfig, generate
-from journeystream.supervise import WorkerProcess, free_port, metric_sum
+from journeystream.supervise import WorkerProcess, metric_sum, worker_env
 
 EVENTS = 100_000
 CUSTOMERS = 20_000
@@ -34,14 +34,7 @@ def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
     )
     messages = [(m.key, m.value) for m in generate(config)]
     with local_broker() as (bootstrap, broker_ready_s), tempfile.TemporaryDirectory() as folder:
-        env = {
-            "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "JOURNEYSTREAM_APP_ID": "bench",
-            "JOURNEYSTREAM_DATA_DIR": folder,
-            "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
-            "JOURNEYSTREAM_PARTITIONS": str(partitions),
-            "JOURNEYSTREAM_LOG_LEVEL": "warn",
-        }
+        env = worker_env(bootstrap, "bench", folder, partitions=str(partitions))
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
         asyncio.run(fill_topic(bootstrap, settings.topic_interactions, messages))

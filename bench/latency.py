@@ -20,7 +20,7 @@ from bench.broker import local_broker
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import SimConfig, generate, send_to_kafka
-from journeystream.supervise import WorkerProcess, free_port
+from journeystream.supervise import WorkerProcess, worker_env
 
 RATES = (500.0, 1_000.0, 10_000.0)
 DURATION_S = 30.0
@@ -46,15 +46,7 @@ def _one_rate(bootstrap: str, rate: float) -> tuple[float, float, float]:
         seed=9, customers=20_000, events=events, start_ms=int(time.time() * 1000), events_per_second=rate
     )
     with tempfile.TemporaryDirectory() as folder:
-        name = f"latency{rate:.0f}"
-        env = {
-            "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "JOURNEYSTREAM_APP_ID": name,
-            "JOURNEYSTREAM_TOPIC_INTERACTIONS": f"{name}.interactions",
-            "JOURNEYSTREAM_DATA_DIR": folder,
-            "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
-            "JOURNEYSTREAM_LOG_LEVEL": "warn",
-        }
+        env = worker_env(bootstrap, f"latency{rate:.0f}", folder)
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
         worker = WorkerProcess(env, Path(folder) / "worker.log")

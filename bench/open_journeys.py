@@ -24,7 +24,7 @@ import orjson
 from bench.broker import fill_topic, local_broker
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
-from journeystream.supervise import WorkerProcess, free_port, metric_sum
+from journeystream.supervise import WorkerProcess, metric_sum, worker_env
 
 SIZES = tuple(int(n) for n in os.environ.get("JOURNEYSTREAM_BENCH_OPEN", "100000,1000000").split(","))
 SPAN_MS = 5 * 60_000  # event times of the starts: 5 minutes, far inside the 30-minute deadline
@@ -64,16 +64,9 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
     start_ms = int(time.time() * 1000) - 3_600_000
     name = f"open{size}"
     with tempfile.TemporaryDirectory() as folder:
-        env = {
-            "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "JOURNEYSTREAM_APP_ID": name,
-            "JOURNEYSTREAM_TOPIC_INTERACTIONS": f"{name}.interactions",
-            "JOURNEYSTREAM_DATA_DIR": folder,
-            "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
-            "JOURNEYSTREAM_QUIET_AFTER_MS": str(86_400_000),
-            "JOURNEYSTREAM_GROUP_INSTANCE_ID": f"{name}-w0",
-            "JOURNEYSTREAM_LOG_LEVEL": "warn",
-        }
+        env = worker_env(
+            bootstrap, name, folder, quiet_after_ms=str(86_400_000), group_instance_id=f"{name}-w0"
+        )
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
         # starts 10 s later, on every partition (the watermark is the minimum over them),

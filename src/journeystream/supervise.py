@@ -45,6 +45,26 @@ def _is_free(port: int) -> bool:
         return True
 
 
+def worker_env(bootstrap: str, app_id: str, data_dir: Path | str, **extra: str) -> dict[str, str]:
+    """Settings for a worker isolated from any other on the same broker: its own topics
+    (prefixed by `app_id`), consumer group, store and HTTP port. `extra` adds settings by
+    their lower-case name (`partitions="4"` -> JOURNEYSTREAM_PARTITIONS)."""
+    env = {
+        "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "JOURNEYSTREAM_APP_ID": app_id,
+        "JOURNEYSTREAM_TOPIC_INTERACTIONS": f"{app_id}.interactions",
+        "JOURNEYSTREAM_TOPIC_REJECTED": f"{app_id}.rejected",
+        "JOURNEYSTREAM_TOPIC_JOURNEYS": f"{app_id}.journeys",
+        "JOURNEYSTREAM_TOPIC_IRRITANTS": f"{app_id}.irritants",
+        "JOURNEYSTREAM_TOPIC_ALERTS": f"{app_id}.alerts",
+        "JOURNEYSTREAM_DATA_DIR": str(data_dir),
+        "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
+        "JOURNEYSTREAM_LOG_LEVEL": "warn",
+    }
+    env.update({f"JOURNEYSTREAM_{key.upper()}": value for key, value in extra.items()})
+    return env
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text format → {'name{labels}': value}, comments and _created series left out."""
     values: dict[str, float] = {}

@@ -13,26 +13,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from journeystream.config import Settings
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.store import StoreTarget
-from journeystream.supervise import WorkerProcess, free_port
+from journeystream.supervise import WorkerProcess
+from journeystream.supervise import worker_env as isolated_worker_env
 
 
 def worker_env(bootstrap: str, name: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """Settings for a worker isolated from every other test: own topics, group and store."""
-    env = {
-        "JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-        "JOURNEYSTREAM_APP_ID": name,
-        "JOURNEYSTREAM_TOPIC_INTERACTIONS": f"{name}.interactions",
-        "JOURNEYSTREAM_TOPIC_REJECTED": f"{name}.rejected",
-        "JOURNEYSTREAM_TOPIC_JOURNEYS": f"{name}.journeys",
-        "JOURNEYSTREAM_TOPIC_IRRITANTS": f"{name}.irritants",
-        "JOURNEYSTREAM_TOPIC_ALERTS": f"{name}.alerts",
-        "JOURNEYSTREAM_DATA_DIR": str(data_dir),
-        "JOURNEYSTREAM_HTTP_PORT": str(free_port()),
-        "JOURNEYSTREAM_PARTITIONS": "4",
-        "JOURNEYSTREAM_LOG_LEVEL": os.environ.get("JOURNEYSTREAM_TEST_WORKER_LOG_LEVEL", "warn"),
-    }
-    env.update({f"JOURNEYSTREAM_{key.upper()}": value for key, value in extra.items()})
-    return env
+    settings = {"partitions": "4", "log_level": os.environ.get("JOURNEYSTREAM_TEST_WORKER_LOG_LEVEL", "warn")}
+    return isolated_worker_env(bootstrap, name, data_dir, **{**settings, **extra})
 
 
 async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:

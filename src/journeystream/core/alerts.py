@@ -452,7 +452,7 @@ def evaluate(
     since = state.since_ms if state.status == "pending" and state.since_ms is not None else now_ms
     if now_ms - since >= rule.for_ms:
         fired = AlertState("firing", now_ms, value)
-        return fired, [_notification(rule, "firing", value, now_ms)]
+        return fired, [build_notification(rule, "firing", value, now_ms)]
     return AlertState("pending", since, value), []
 
 
@@ -464,7 +464,9 @@ def _while_firing(
     if value is None or not _cleared(rule, value):
         return AlertState("firing", state.since_ms, value if value is not None else state.value), []
     starts_at = state.since_ms if state.since_ms is not None else now_ms
-    return AlertState("inactive", None, value), [_notification(rule, "resolved", value, starts_at, now_ms)]
+    return AlertState("inactive", None, value), [
+        build_notification(rule, "resolved", value, starts_at, now_ms)
+    ]
 
 
 def _breaches(rule: Rule, value: float) -> bool:
@@ -475,7 +477,7 @@ def _cleared(rule: Rule, value: float) -> bool:
     return value <= rule.clear if rule.op == "above" else value >= rule.clear
 
 
-def _notification(
+def build_notification(
     rule: Rule,
     status: Literal["firing", "resolved"],
     value: float,

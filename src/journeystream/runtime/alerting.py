@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from journeystream.config import Settings
-from journeystream.core.alerts import AlertBook, AlertState, Evaluation, Notification, Rule, alert_id
+from journeystream.core.alerts import (
+    AlertBook,
+    AlertState,
+    Evaluation,
+    Notification,
+    Rule,
+    alert_id,
+    build_notification,
+)
 from journeystream.metrics import Metrics
 from journeystream.runtime.alertmanager import AlertmanagerClient, alert_payload
 from journeystream.runtime.stages import TopicSender
@@ -88,7 +96,8 @@ class AlertRunner:
             state = book.states[rule.name]
             self._gauges(rule, state)
             if state.status == "firing" and self.alertmanager is not None and state.since_ms is not None:
-                self.alertmanager.fire(rule.name, _firing_payload(rule, state.since_ms, state.value))
+                value = state.value if state.value is not None else math.nan
+                self._deliver(rule, build_notification(rule, "firing", value, state.since_ms))
         log.info("evaluating %d alert rules from %s", len(self.rules), until)
         return book
 
@@ -125,13 +134,3 @@ class AlertRunner:
         value = state.value if state.value is not None else math.nan
         self.metrics.alert_value.labels(rule.name).set(value)
         self.metrics.alert_firing.labels(rule.name).set(1 if state.status == "firing" else 0)
-
-
-def _firing_payload(rule: Rule, since_ms: int, value: float | None) -> dict[str, Any]:
-    shown = value if value is not None else math.nan
-    annotations = {
-        "summary": rule.render_summary(shown),
-        "value": f"{shown:g}",
-        "threshold": f"{rule.threshold:g}",
-    }
-    return alert_payload(rule.labels(), annotations, since_ms, None)

@@ -289,19 +289,8 @@ class Runtime:
         return caught_up
 
     def _position(self, tp: Any) -> int:
-        # before the first message of a partition, the committed offset is where we stand
-        position = self.offsets.position(tp) or 0
-        return max(self._last_offsets(tp.topic).get(tp, -1) + 1, position)
-
-    def _last_offsets(self, topic: str) -> dict[Any, int]:
-        """The last offset each stage took, for the topic it reads (empty for others)."""
-        settings = self.settings
-        owners = {
-            settings.topic_interactions: self.ingest.last_offsets,
-            settings.topic_by_device: self.identity.last_offsets,
-            settings.topic_by_customer: self.journeys.last_offsets,
-        }
-        return owners.get(topic, {})
+        """The next offset a stage will be handed (the committed one before the first)."""
+        return self.offsets.position(tp) or 0
 
     async def _on_rebalanced(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Tables are recovered and Faust is about to seek every partition back to its

@@ -103,16 +103,12 @@ class KpiCells:
         Facts can trail the watermark: after a jump (a backlog read, then the wall clock),
         a login's held events are applied once the merge payload arrives, a moment later."""
         samples = self._watermarks.get(partition)
-        if not samples:
-            return None
-        settled = None
         now = time.monotonic()
-        while samples and now - samples[0][0] >= EVICT_GRACE_S:
-            settled = samples.popleft()[1]
-        if settled is None:
+        while samples and len(samples) > 1 and now - samples[1][0] >= EVICT_GRACE_S:
+            samples.popleft()  # the next sample is old enough too
+        if not samples or now - samples[0][0] < EVICT_GRACE_S:
             return None
-        samples.appendleft((now - EVICT_GRACE_S, settled))  # still the latest settled mark
-        return settled - self.horizon_ms
+        return samples[0][1] - self.horizon_ms
 
     def _accumulator(self, partition: int) -> KpiAccumulator:
         accumulator = self.accumulators.get(partition)

@@ -93,7 +93,6 @@ class IngestRunner:
         self.metrics = metrics
         self.watermarks: dict[int, SourceWatermark] = {}
         self.last_message_at: dict[int, float] = {}
-        self.last_offsets: dict[Any, int] = {}
         self.lateness_ms = RulesConfig().allowed_lateness_ms
 
     async def handle(self, events: Sequence[Any]) -> list[Awaitable[Any]]:
@@ -103,7 +102,6 @@ class IngestRunner:
         for event in events:
             message = event.message
             partition = message.partition
-            self.last_offsets[message.tp] = message.offset
             self.last_message_at[partition] = time.monotonic()
             sent, moved = await self._one(message)
             sends.extend(sent)
@@ -184,7 +182,6 @@ class _KeyedRunner:
         self.lock = asyncio.Lock()
         self.last_flush = time.monotonic()
         self.generation: int | None = None  # set once the first rebalance has completed
-        self.last_offsets: dict[Any, int] = {}  # per input topic-partition, for the lag gauge
         self.closed = False  # the worker is stopping: messages are left for the next start
 
     def reset(self, generation: int) -> None:
@@ -222,7 +219,6 @@ class _KeyedRunner:
             touched: set[int] = set()
             for event in self.current(events):
                 partition = event.message.partition
-                self.last_offsets[event.message.tp] = event.message.offset
                 item = self._dispatch(partition, decode_internal(event.message.value))
                 self._book(partition).processed(event, item)
                 self.context_events[partition] = event
@@ -465,10 +461,7 @@ class JourneyRunner(_KeyedRunner):
                 written = True
         if written:
             await self._producer_flush()
-        for partition, changes in self._state_changes().items():
-            if changes:
-                self._count_bytes(partition, changes)
-                write_table(self.table, self.context_events[partition], changes)
+        await super()._write_state()
 
     def _count_bytes(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
         """Keep the partition's serialized state size current (the state_bytes gauge)."""
@@ -479,10 +472,13 @@ class JourneyRunner(_KeyedRunner):
         self.state_bytes[partition] = self.state_bytes.get(partition, 0) + delta
 
     def _state_changes(self) -> dict[int, dict[bytes, bytes | None]]:
-        return {
+        changes = {
             partition: {key.encode(): value for key, value in engine.dirty_states().items()}
             for partition, engine in self.engines.items()
         }
+        for partition, partition_changes in changes.items():
+            self._count_bytes(partition, partition_changes)  # before they replace the stored values
+        return changes
 
     def _timeline(self, partition: int) -> Timeline[Any] | None:
         engine = self.engines.get(partition)
