@@ -104,32 +104,35 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import faust
+    from mode import Worker
     from prometheus_client import CollectorRegistry
 
     from journeystream.metrics import Metrics
-    from journeystream.runtime.app import Runtime
-    from journeystream.runtime.topics import ensure_topics
+    from journeystream.runtime.app import WorkerService
+    from journeystream.runtime.connect import reach_kafka
     from journeystream.sinks.clickhouse import ClickHouseWriter
     from journeystream.sinks.store import StoreTarget, migrate
 
     settings = Settings.from_env()
     log.info("settings: %s", settings.describe())
     rules = load_alert_rules(settings)  # a broken rules file stops the worker before it starts
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(reach_kafka(settings))  # creates missing topics; one line and exit 2 if unreachable
     writer = ClickHouseWriter(StoreTarget.from_settings(settings))
-    writer.call(lambda client: migrate(client, settings, writer.database))
-    asyncio.run(ensure_topics(settings))
-    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
-    runtime = Runtime(settings, writer, Metrics(CollectorRegistry()), rules)
-    worker = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True)
-    # Faust's start-up spinner turns the root logger to DEBUG to spin on every record: every
-    # debug call of Faust and aiokafka then builds a record (~10% of the worker's time).
-    worker.spinner = None
     try:
-        worker.execute_from_commandline()
+        writer.call(lambda client: migrate(client, settings, writer.database))
+        asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
+        service = WorkerService(settings, writer, Metrics(CollectorRegistry()), rules)
+        worker = Worker(service, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:  # how mode's worker ends, even after a clean stop
+            pass
+        except Exception:  # logged by the worker
+            return 1
     finally:
         writer.close()
-    return 0
+    return 1 if service.failed else 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

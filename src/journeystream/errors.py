@@ -3,6 +3,7 @@
     JourneystreamError
     ├── ConfigError          a JOURNEYSTREAM_* setting or a rules file is invalid
     ├── MigrationError       a schemas/clickhouse/*.sql statement failed
+    ├── KafkaUnavailableError the broker could not be reached at start
     └── SinkError            a write to the store failed
         └── SinkClosedError  rows were added to a sink after it was closed
 
@@ -22,6 +23,10 @@ class ConfigError(JourneystreamError):
 
 class MigrationError(JourneystreamError):
     """Applying the ClickHouse DDL failed."""
+
+
+class KafkaUnavailableError(JourneystreamError):
+    """The broker did not answer at start, after retries; the message says where and why."""
 
 
 class SinkError(JourneystreamError):

@@ -134,6 +134,31 @@ class Metrics:
             registry=registry,
         )
 
+    # StageObserver (stages/effects.py)
+    def on_consumed(self, count: int) -> None:
+        self.events_consumed.inc(count)
+
+    def on_valid(self, count: int) -> None:
+        self.events_valid.inc(count)
+
+    def on_rejected(self, code: str) -> None:
+        self.events_rejected.labels(code).inc()
+
+    def on_late(self, count: int) -> None:
+        self.events_late.inc(count)
+
+    def on_applied(self, count: int) -> None:
+        self.events_applied.inc(count)
+
+    def on_irritant(self, kind: str) -> None:
+        self.irritants.labels(kind).inc()
+
+    def on_journey_closed(self, status: str) -> None:
+        self.journeys_closed.labels(status).inc()
+
+    def on_kpi_too_late(self, count: int) -> None:
+        self.kpi_too_late.inc(count)
+
     # SinkObserver
     def on_flushed(self, table: str, rows: int, seconds: float) -> None:
         self.sink_rows.labels(table).inc(rows)

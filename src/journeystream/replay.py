@@ -1,8 +1,10 @@
-"""`journeystream replay FILE.jsonl`: a backfill through the same core and the same sink.
+"""`journeystream replay FILE.jsonl`: a backfill through the same stage processors as the
+live worker (`stages/local.py`), into the same sink.
 
-Lines are read in file order, as a single partition would deliver them. Nothing here reads
-the wall clock to decide anything: journeys still open at the end of the file stay open,
-unless `close_until` moves the watermark explicitly (e.g. to the time of the backfill).
+Lines are read in file order, as a single partition would deliver them. When the file ends,
+the watermark moves to the last event time seen, so every event of the file is applied.
+Nothing here reads the wall clock to decide anything: journeys still open at the end stay
+open, unless `close_until` moves the watermark on (e.g. to the time of the backfill).
 """
 
 from __future__ import annotations
@@ -11,33 +13,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from journeystream.config import Settings, rules_config
-from journeystream.core.decode import Rejection, decode
-from journeystream.core.facts import Fact
-from journeystream.core.kpis import KpiAccumulator
-from journeystream.core.pipeline import LocalPipeline
 from journeystream.sinks.clickhouse import ClickHouseWriter
-from journeystream.sinks.rows import (
-    ALL_TABLES,
-    INTERACTION_EVENTS,
-    JOURNEYS,
-    KPI_MINUTE,
-    REJECTED_EVENTS,
-    Coordinates,
-    fact_row,
-    interaction_row,
-    kpi_row,
-    now_ms,
-    rejected_row,
-)
+from journeystream.sinks.rows import ALL_TABLES, IRRITANTS, JOURNEYS, now_ms
 from journeystream.sinks.sink import BatchingSink
 from journeystream.sinks.store import StoreTarget, migrate
+from journeystream.stages.effects import Effects, InputRecord, NoObserver
+from journeystream.stages.local import LocalStages
 
 log = logging.getLogger(__name__)
 
-REPLAY_SHARD = 0  # a backfill counts every cell in one place
-DRAIN_EVERY = 5000  # events between drains: a journey touched many times is written once per drain
+LINES_PER_BATCH = 2000
+BATCHES_PER_CHECKPOINT = 10  # a journey touched many times is written once per checkpoint
 
 
 @dataclass
@@ -48,6 +37,22 @@ class ReplaySummary:
     journeys_written: int = 0
     irritants_written: int = 0
     seconds: float = 0.0
+
+
+class _Counts(NoObserver):
+    """The replay's own observer: how many lines were valid or rejected."""
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        self.summary = summary
+
+    def on_consumed(self, count: int) -> None:
+        self.summary.lines += count
+
+    def on_valid(self, count: int) -> None:
+        self.summary.valid += count
+
+    def on_rejected(self, code: str) -> None:
+        self.summary.rejected += 1
 
 
 async def replay_file(path: Path, settings: Settings, close_until: int | None = None) -> ReplaySummary:
@@ -66,46 +71,43 @@ async def _replay(
     path: Path, settings: Settings, sink: BatchingSink, close_until: int | None
 ) -> ReplaySummary:
     started = time.monotonic()
-    pipeline = LocalPipeline(rules_config(settings))
-    kpis = KpiAccumulator()
     summary = ReplaySummary()
-    source = f"file:{path.name}"
+    stages = LocalStages(
+        f"file:{path.name}", rules_config(settings), settings.kpi_horizon_ms, _Counts(summary)
+    )
+    effects = Effects()
+    batches = 0
     with path.open("rb") as lines:
-        for number, line in enumerate(lines):
-            raw = line.rstrip(b"\r\n")
-            summary.lines += 1
-            where = Coordinates(source, 0, number, now_ms(), None)
-            result = decode(raw)
-            if isinstance(result, Rejection):
-                summary.rejected += 1
-                sink.add(
-                    REJECTED_EVENTS.name, rejected_row(raw, result.code, result.message, where, now_ms())
-                )
-                continue
-            summary.valid += 1
-            sink.add(INTERACTION_EVENTS.name, interaction_row(result, where, now_ms()))
-            pipeline.feed(result)
-            if summary.valid % DRAIN_EVERY == 0:
-                _write_facts(pipeline.drain(), kpis, sink, summary)
+        while batch := _read_batch(lines, summary.lines):
+            stages.feed(batch, now_ms(), effects)
+            batches += 1
+            if batches % BATCHES_PER_CHECKPOINT == 0:
+                stages.checkpoint(now_ms(), effects)
+                _store(effects, sink, summary)
                 await sink.maybe_flush()
-    if close_until is not None:
-        pipeline.advance(close_until)
-    _write_facts(pipeline.drain(), kpis, sink, summary)
+    stages.finish(effects, close_until)
+    stages.checkpoint(now_ms(), effects)
+    _store(effects, sink, summary)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _write_facts(facts: list[Fact], kpis: KpiAccumulator, sink: BatchingSink, summary: ReplaySummary) -> None:
-    stamp = now_ms()
-    kpis.add_many(facts)
-    for key, counts in kpis.pop_dirty():
-        sink.add(KPI_MINUTE.name, kpi_row(key, counts, REPLAY_SHARD, stamp))
-    for fact in facts:
-        row = fact_row(fact, stamp)
-        if row is None:
-            continue
-        sink.add(*row)
-        if row[0] == JOURNEYS.name:
+def _read_batch(lines: BinaryIO, first: int) -> list[InputRecord]:
+    batch = []
+    for number in range(first, first + LINES_PER_BATCH):
+        line = lines.readline()
+        if not line:
+            break
+        batch.append(InputRecord(number, now_ms(), None, line.rstrip(b"\r\n")))
+    return batch
+
+
+def _store(effects: Effects, sink: BatchingSink, summary: ReplaySummary) -> None:
+    """Rows go to the sink; a replay produces no records (the topics belong to the live path)."""
+    taken = effects.take()
+    for table, row in taken.rows:
+        sink.add(table, row)
+        if table == JOURNEYS.name:
             summary.journeys_written += 1
-        else:
+        elif table == IRRITANTS.name:
             summary.irritants_written += 1

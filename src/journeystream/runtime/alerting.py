@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from journeystream.config import Settings
 from journeystream.core.alerts import (
@@ -26,7 +26,6 @@ from journeystream.core.alerts import (
 )
 from journeystream.metrics import Metrics
 from journeystream.runtime.alertmanager import AlertmanagerClient, alert_payload
-from journeystream.runtime.stages import TopicSender
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.queries import alert_states, kpi_watermark, rule_minutes
 from journeystream.sinks.rows import ALERT_STATE, ALERTS, alert_json, alert_row, alert_state_row, now_ms
@@ -37,6 +36,10 @@ log = logging.getLogger(__name__)
 MAX_BOUNDARIES_PER_ROUND = 240  # a long catch-up is spread over rounds (4 h of minutes each)
 
 
+class AlertsTopic(Protocol):
+    async def send(self, key: bytes, value: bytes) -> None: ...
+
+
 class AlertRunner:
     def __init__(
         self,
@@ -44,7 +47,7 @@ class AlertRunner:
         rules: Sequence[Rule],
         writer: ClickHouseWriter,
         sink: BatchingSink,
-        alerts_topic: TopicSender,
+        alerts_topic: AlertsTopic,
         metrics: Metrics,
         alertmanager: AlertmanagerClient | None,
     ) -> None:

@@ -1,0 +1,151 @@
+"""What this worker holds for the partitions assigned to it: the stage processors, their
+stores, and how far each input partition has been processed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from journeystream.config import Settings, rules_config
+from journeystream.metrics import Metrics
+from journeystream.runtime.store import PartitionStore, StateChanges, open_backend
+from journeystream.stages.effects import Effects
+from journeystream.stages.identity import LINKS, IdentityProcessor
+from journeystream.stages.ingest import IngestProcessor
+from journeystream.stages.journeys import CUSTOMERS, KPI_CELLS, JourneyProcessor
+from journeystream.stages.topology import Topology
+
+KeyedProcessor = IdentityProcessor | JourneyProcessor
+
+STORE_WRITE_ORDER: tuple[tuple[str, ...], ...] = ((LINKS, KPI_CELLS), (CUSTOMERS,))
+"""Groups of stores written to their changelogs in turn, each group durable before the next:
+KPI cells before the customer states whose facts they counted."""
+
+
+@dataclass
+class Assignment:
+    settings: Settings
+    metrics: Metrics
+    topology: Topology
+    ingest: IngestProcessor
+    identity: dict[int, IdentityProcessor] = field(default_factory=dict)
+    journeys: dict[int, JourneyProcessor] = field(default_factory=dict)
+    stores: dict[tuple[str, int], PartitionStore] = field(default_factory=dict)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to process
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    partitions: set[TopicPartition] = field(default_factory=set)
+    produced_at: list[int] = field(default_factory=list)  # input records' timestamps (ms) since a checkpoint
+
+    @classmethod
+    def empty(cls, settings: Settings, metrics: Metrics) -> Assignment:
+        topology = Topology.from_settings(settings)
+        return cls(
+            settings, metrics, topology, IngestProcessor(topology, settings.allowed_lateness_ms, metrics)
+        )
+
+    def store(self, name: str, partition: int) -> PartitionStore:
+        store = self.stores.get((name, partition))
+        if store is None:
+            backend = open_backend(self.settings.store, Path(self.settings.data_dir), name, partition)
+            store = self.stores[(name, partition)] = PartitionStore(name, partition, backend)
+        return store
+
+    def stores_of(self, tp: TopicPartition) -> list[PartitionStore]:
+        if tp.topic == self.topology.by_device:
+            return [self.store(name, tp.partition) for name in IdentityProcessor.stores]
+        if tp.topic == self.topology.by_customer:
+            return [self.store(name, tp.partition) for name in JourneyProcessor.stores]
+        return []
+
+    def load(self, partition: int) -> _Loader:
+        return _Loader(self, partition)
+
+    def build(self, tp: TopicPartition) -> None:
+        """Fresh processors from the stores (restored before this)."""
+        partition = tp.partition
+        if tp.topic == self.topology.by_device:
+            self.identity[partition] = IdentityProcessor(partition, self.topology, self.load(partition))
+        elif tp.topic == self.topology.by_customer:
+            self.journeys[partition] = JourneyProcessor(
+                partition,
+                self.topology,
+                rules_config(self.settings),
+                self.settings.kpi_horizon_ms,
+                self.load(partition),
+                stored_customers=self.store(CUSTOMERS, partition).items(),
+                stored_kpi_cells=self.store(KPI_CELLS, partition).items(),
+                observer=self.metrics,
+            )
+        self.partitions.add(tp)
+
+    def drop(self, tp: TopicPartition) -> None:
+        """The partition was revoked: its processors go; its stores stay (a later assignment
+        of the same partition restores only the changelog tail)."""
+        partition = tp.partition
+        if tp.topic == self.topology.interactions:
+            self.ingest.forget(partition)
+        elif tp.topic == self.topology.by_device:
+            self.identity.pop(partition, None)
+        else:
+            self.journeys.pop(partition, None)
+        for store in self.stores_of(tp):
+            store.discard_staged()
+        self.positions.pop(tp, None)
+        self.committed.pop(tp, None)
+        self.partitions.discard(tp)
+
+    def keyed(self) -> Iterator[KeyedProcessor]:
+        yield from self.identity.values()
+        yield from self.journeys.values()
+
+    def collect(self, stamp_ms: int, now_s: float, effects: Effects) -> None:
+        for processor in self.keyed():
+            processor.collect(stamp_ms, now_s, effects)
+
+    def stage_changes(self) -> None:
+        """Hand every processor's state changes to its stores (readable from now on)."""
+        for partition, identity in self.identity.items():
+            self._stage(partition, identity.take_changes())
+        for partition, journeys in self.journeys.items():
+            self._stage(partition, journeys.take_changes())
+
+    def _stage(self, partition: int, changes: list[tuple[str, StateChanges]]) -> None:
+        for name, values in changes:
+            if values:
+                self.store(name, partition).stage(values)
+
+    def rows_durable(self, now_s: float) -> None:
+        """The input records read since the last checkpoint have their raw rows stored."""
+        observe = self.metrics.store_delay_seconds.observe
+        for produced in self.produced_at:
+            observe(max(0.0, now_s - produced / 1000))
+        self.produced_at.clear()
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        """Per input partition processed since the last commit: the offset that is safe once
+        everything staged so far is durable."""
+        points = {}
+        for tp, position in self.positions.items():
+            if tp.topic == self.topology.by_device:
+                point = self.identity[tp.partition].commit_point(position)
+            elif tp.topic == self.topology.by_customer:
+                point = self.journeys[tp.partition].commit_point(position)
+            else:
+                point = position
+            if point > self.committed.get(tp, -1):
+                points[tp] = point
+        return points
+
+
+class _Loader:
+    """A processor's read access to its partition's stores."""
+
+    def __init__(self, assignment: Assignment, partition: int) -> None:
+        self._assignment = assignment
+        self._partition = partition
+
+    def __call__(self, name: str, key: bytes) -> bytes | None:
+        return self._assignment.store(name, self._partition).get(key)

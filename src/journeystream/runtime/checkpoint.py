@@ -1,0 +1,100 @@
+"""The checkpoint: the one place that decides the order in which what the stages did
+becomes durable, and commits input offsets only for what is.
+
+    1. the journey stage's facts and KPI cells since the last checkpoint become rows and
+       records (collect)
+    2. ClickHouse rows (idempotent: deterministic ids, ReplacingMergeTree, dedup tokens)
+    3. output and internal records, acknowledged by the broker
+    4. state changes to the changelogs, group by group (KPI cells before customer states),
+       each acknowledged before the next; then to the local stores
+    5. input offsets: per partition, the oldest record whose items still wait in a reorder
+       buffer, else the next offset to read
+
+A crash anywhere in between leaves offsets behind the durable effects: the records after
+them are read again, and the stages absorb that (event-id dedup, idempotent merges and rows).
+Why this and not Kafka transactions: docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from journeystream.runtime.assignment import STORE_WRITE_ORDER, Assignment
+from journeystream.runtime.producer import Producer
+from journeystream.runtime.store import PartitionStore, StateChanges
+from journeystream.sinks.rows import now_ms
+from journeystream.sinks.sink import BatchingSink
+from journeystream.stages.effects import Effects, OutputRecord
+
+log = logging.getLogger(__name__)
+
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+
+
+class Checkpoint:
+    def __init__(
+        self,
+        sink: BatchingSink,
+        producer: Producer,
+        changelog_topic: Callable[[str], str],
+        commit: Commit,
+    ) -> None:
+        self.sink = sink
+        self.producer = producer
+        self.changelog_topic = changelog_topic
+        self.commit = commit
+        self.last = time.monotonic()
+
+    async def emit(self, effects: Effects) -> None:
+        """Rows to the sink's buffer, records to the producer (not awaited)."""
+        taken = effects.take()
+        for table, row in taken.rows:
+            self.sink.add(table, row)
+        if taken.records:
+            await self.producer.send(taken.records)
+
+    async def run(self, assignment: Assignment, effects: Effects) -> None:
+        assignment.collect(now_ms(), time.monotonic(), effects)
+        await self.emit(effects)
+        await self.sink.flush()
+        assignment.rows_durable(time.time())
+        await self.producer.drain()
+        assignment.stage_changes()
+        for group in STORE_WRITE_ORDER:
+            await self._write_states([s for (name, _), s in assignment.stores.items() if name in group])
+        points = assignment.commit_points()
+        if points:
+            await self._commit(assignment, points)
+        self.last = time.monotonic()
+
+    async def _write_states(self, stores: list[PartitionStore]) -> None:
+        writes: list[tuple[PartitionStore, StateChanges, list[asyncio.Future[Any]]]] = []
+        for store in stores:
+            changes = store.take_staged()
+            if not changes:
+                continue
+            topic = self.changelog_topic(store.name)
+            records = (OutputRecord(topic, key, value, store.partition) for key, value in changes.items())
+            writes.append((store, changes, await self.producer.send_tracked(records)))
+        for store, changes, futures in writes:
+            written = await asyncio.gather(*futures)
+            # the last batch's first offset: a restore from there re-reads at most one
+            # batch of values the store already holds
+            store.commit(changes, written[-1].offset)
+
+    async def _commit(self, assignment: Assignment, points: dict[TopicPartition, int]) -> None:
+        try:
+            await self.commit(points)
+        except (CommitFailedError, KafkaError) as error:
+            # a rebalance took the partitions: their records are read again by their new
+            # owner from the last commit, which the stages absorb
+            log.warning("offset commit refused (%s); the records since the last commit are read again", error)
+            return
+        assignment.committed.update(points)

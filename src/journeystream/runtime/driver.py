@@ -1,0 +1,321 @@
+"""The stream driver: one aiokafka consumer for the three stage inputs, read a batch at a
+time (`getmany`), each partition's records handed to its stage processor, a checkpoint
+every JOURNEYSTREAM_SINK_FLUSH_MS (or sooner when the sink is full).
+
+Partitions come and go with the consumer group's rebalances. Before partitions are taken
+away, everything processed is checkpointed; when partitions arrive, their stores are
+restored from the changelogs and fresh processors built from them. Reading then starts at
+the committed offset of each partition, or at the log start when there is none (aiokafka
+resets an assigned partition with `auto_offset_reset=earliest`): exactly what the
+checkpoint made safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from journeystream.config import Settings
+from journeystream.core.alerts import Rule
+from journeystream.core.timeline import NEVER
+from journeystream.metrics import Metrics
+from journeystream.runtime.alerting import AlertRunner
+from journeystream.runtime.alertmanager import AlertmanagerClient
+from journeystream.runtime.assignment import Assignment
+from journeystream.runtime.changelog import restore
+from journeystream.runtime.checkpoint import Checkpoint
+from journeystream.runtime.producer import BATCH_BYTES, Producer
+from journeystream.runtime.topics import changelog_topic
+from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.rows import ALL_TABLES, now_ms
+from journeystream.sinks.sink import BatchingSink
+from journeystream.stages.effects import Effects, OutputRecord
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 10_000  # per getmany, over every assigned partition
+FETCH_WAIT_MS = 100
+TICK_S = 1.0
+
+
+class AlertsTopic:
+    """Where the alert evaluator sends its notifications (through the checkpoint's producer)."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        await self._producer.send([OutputRecord(self._topic, key, value)])
+
+
+class StreamDriver:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: ClickHouseWriter,
+        metrics: Metrics,
+        rules: Sequence[Rule] = (),
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.writer = writer
+        self.client_options = client_options or {"bootstrap_servers": settings.kafka_bootstrap}
+        self.sink = BatchingSink(
+            writer,
+            ALL_TABLES,
+            max_rows=settings.sink_batch_rows,
+            max_age_s=settings.sink_flush_ms / 1000,
+            max_backoff_s=settings.sink_max_backoff_ms / 1000,
+            observer=metrics,
+        )
+        self.assignment = Assignment.empty(settings, metrics)
+        self.topology = self.assignment.topology
+        self.effects = Effects()
+        self.lock = asyncio.Lock()  # one batch, checkpoint or rebalance step at a time
+        self.stopping = False
+        self.consuming = False
+        self.rebalancing = False
+        self.last_message_at: dict[int, float] = {}
+        self._last_tick = 0.0
+        self.rules = tuple(rules)
+        self.alertmanager = (
+            AlertmanagerClient(settings.alertmanager_url, settings.alert_resend_ms / 1000, metrics)
+            if settings.alertmanager_url and rules
+            else None
+        )
+        self._kafka_producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: Producer | None = None
+        self._checkpoint: Checkpoint | None = None
+        self.alerting: AlertRunner | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._kafka_producer = AIOKafkaProducer(
+            **self.client_options,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=BATCH_BYTES,
+            max_request_size=4 * BATCH_BYTES,
+            compression_type="lz4",
+        )
+        await self._kafka_producer.start()
+        self._producer = producer = Producer(self._kafka_producer)
+        self._consumer = consumer = AIOKafkaConsumer(
+            **self.client_options,
+            group_id=settings.app_id,
+            group_instance_id=settings.group_instance_id or None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+        topics = [self.topology.interactions, self.topology.by_device, self.topology.by_customer]
+        consumer.subscribe(topics, listener=_Rebalance(self))
+        await consumer.start()
+        self._checkpoint = Checkpoint(
+            self.sink, producer, lambda name: changelog_topic(settings, name), consumer.commit
+        )
+        self.alerting = AlertRunner(
+            settings,
+            self.rules,
+            self.writer,
+            self.sink,
+            AlertsTopic(producer, settings.topic_alerts),
+            self.metrics,
+            self.alertmanager,
+        )
+        if self.alertmanager is not None:
+            self.alertmanager.start()
+
+    async def stop(self) -> None:
+        """Checkpoint what was processed, leave the group, close the clients and the sink."""
+        self.stopping = True
+        if self.alertmanager is not None:
+            await self.alertmanager.stop()
+        async with self.lock:
+            if self._checkpoint is not None:
+                try:
+                    await self._checkpoint.run(self.assignment, self.effects)
+                except Exception:
+                    log.exception("the last checkpoint failed; what it held is read again at the next start")
+            if self._consumer is not None:
+                await self._consumer.stop()
+            if self._kafka_producer is not None:
+                await self._kafka_producer.stop()
+            await self.sink.close()
+            for store in self.assignment.stores.values():
+                store.backend.close()
+
+    async def run(self) -> None:
+        """The hot path: until stopped, a batch, its effects, and a checkpoint when due."""
+        consumer = self._consumer
+        assert consumer is not None and self._checkpoint is not None
+        self.consuming = True
+        while not self.stopping:
+            batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
+            async with self.lock:
+                if self.stopping:
+                    return  # not processed, not committed: read again at the next start
+                if batch:
+                    await self._handle(batch)
+                await self._tick()
+                if self._checkpoint_due():
+                    await self._checkpoint.run(self.assignment, self.effects)
+
+    async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self._checkpoint is not None
+        assignment, effects, topology = self.assignment, self.effects, self.topology
+        stamp = now_ms()
+        for tp, records in batch.items():
+            if tp not in assignment.partitions or not records:
+                continue  # fetched before the partition was revoked
+            partition = tp.partition
+            if tp.topic == topology.interactions:
+                self.last_message_at[partition] = time.monotonic()
+                assignment.produced_at.extend(record.timestamp for record in records)
+                assignment.ingest.process(partition, records, stamp, effects)
+            elif tp.topic == topology.by_device:
+                assignment.identity[partition].process(records, effects)
+            else:
+                assignment.journeys[partition].process(records, effects)
+            assignment.positions[tp] = records[-1].offset + 1
+        await self._checkpoint.emit(effects)
+
+    def _checkpoint_due(self) -> bool:
+        assert self._checkpoint is not None
+        elapsed = time.monotonic() - self._checkpoint.last
+        return (
+            elapsed * 1000 >= self.settings.sink_flush_ms
+            or self.sink.pending_rows >= self.settings.sink_batch_rows
+        )
+
+    async def _tick(self) -> None:
+        """Live mode: the watermark of a caught-up, quiet input partition follows the wall
+        clock (a partition with a backlog is never quiet, or its backlog would arrive late)."""
+        now = time.monotonic()
+        if now - self._last_tick < TICK_S:
+            return
+        self._last_tick = now
+        quiet_after_s = self.settings.quiet_after_ms / 1000
+        for tp in list(self.assignment.partitions):
+            if tp.topic != self.topology.interactions:
+                continue
+            if now - self.last_message_at.get(tp.partition, 0.0) < quiet_after_s:
+                continue
+            if await self._caught_up(tp):
+                self.assignment.ingest.tick(tp.partition, now_ms(), self.effects)
+        assert self._checkpoint is not None
+        await self._checkpoint.emit(self.effects)
+
+    async def _caught_up(self, tp: TopicPartition) -> bool:
+        assert self._consumer is not None
+        highwater = self._consumer.highwater(tp)
+        if highwater is None:
+            return False
+        return await self.position(tp) >= int(highwater)
+
+    async def position(self, tp: TopicPartition) -> int:
+        """The next offset this worker processes in the partition."""
+        known = self.assignment.positions.get(tp)
+        if known is not None:
+            return known
+        assert self._consumer is not None
+        return int(await self._consumer.position(tp))
+
+    # ---- rebalances -----------------------------------------------------------------------
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        self.rebalancing = True
+        async with self.lock:
+            if self._checkpoint is not None and not self.stopping and self.assignment.partitions:
+                try:
+                    await self._checkpoint.run(self.assignment, self.effects)
+                except Exception:
+                    log.exception("checkpoint before a rebalance failed; the new owner reads again")
+            for tp in revoked:
+                self.assignment.drop(tp)
+            self.effects.take()  # effects of dropped partitions (none after a checkpoint)
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            started = time.monotonic()
+            stores = [store for tp in sorted(assigned) for store in self.assignment.stores_of(tp)]
+            await restore(stores, lambda name: changelog_topic(self.settings, name), self.client_options)
+            for tp in sorted(assigned):
+                self.assignment.build(tp)
+            self.rebalancing = False
+            log.info(
+                "assigned %s in %.2fs",
+                ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)),
+                time.monotonic() - started,
+            )
+
+    # ---- gauges and alerts ----------------------------------------------------------------
+
+    async def update_gauges(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        metrics, assignment = self.metrics, self.assignment
+        for tp in list(assignment.partitions):
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - await self.position(tp))
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        for partition, journeys in list(assignment.journeys.items()):
+            label = str(partition)
+            engine = journeys.engine
+            metrics.state_customers.labels(label).set(engine.customers_in_memory())
+            metrics.open_journeys.labels(label).set(engine.open_journeys())
+            store = assignment.stores.get(("customers", partition))
+            if store is not None:
+                metrics.state_bytes.labels(label).set(store.backend.size_bytes())
+            metrics.kpi_cells.labels(label).set(len(journeys.kpis))
+            self._stage_gauges("journeys", partition, engine.timeline, journeys.late_items)
+        for partition, identity in list(assignment.identity.items()):
+            self._stage_gauges("identity", partition, identity.stage.timeline, identity.late_items)
+        metrics.sink_pending_rows.set(self.sink.pending_rows)
+        metrics.ready.set(1 if self.is_ready() else 0)
+
+    def _stage_gauges(self, stage: str, partition: int, timeline: Any, late: int) -> None:
+        label = str(partition)
+        if timeline.watermark > NEVER:
+            self.metrics.watermark.labels(stage, label).set(timeline.watermark / 1000)
+        self.metrics.buffered.labels(stage, label).set(len(timeline))
+        self.metrics.stage_late.labels(stage, label).set(late)
+
+    async def evaluate_alerts(self) -> None:
+        if self.stopping or self.rebalancing or self.alerting is None:
+            return
+        leading = TopicPartition(self.topology.by_customer, 0) in self.assignment.partitions
+        try:
+            await self.alerting.round(leading)
+        except Exception:
+            log.exception("alert evaluation failed; it is retried next round")
+
+    def is_ready(self) -> bool:
+        return self.consuming and not self.rebalancing and not self.stopping and not self.sink.failing
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, driver: StreamDriver) -> None:
+        self.driver = driver
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.driver.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.driver.assigned(set(assigned))

@@ -1,0 +1,168 @@
+"""State of one stage partition (one store name): bytes by key, backed by a compacted
+changelog topic partition.
+
+Changes are staged when a processor hands them over (reads see them at once), written to
+the changelog by the checkpoint, and only then committed to the local backend together with
+the changelog offset they reach. A restart restores the changelog from that offset on: the
+whole log with the in-memory backend (the default), only the tail with RocksDB on a kept
+data dir. Replaying a tail the backend already holds is harmless: the values are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+StateChanges = dict[bytes, bytes | None]
+
+
+class Backend(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def write(self, changes: StateChanges, next_offset: int) -> None: ...
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def next_offset(self) -> int: ...
+    def clear(self) -> None: ...
+    def close(self) -> None: ...
+    def size_bytes(self) -> int: ...
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self._values: dict[bytes, bytes] = {}
+        self._next_offset = 0
+        self._bytes = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._values.get(key)
+
+    def write(self, changes: StateChanges, next_offset: int) -> None:
+        values = self._values
+        for key, value in changes.items():
+            old = values.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            if value is not None:
+                values[key] = value
+                self._bytes += len(value)
+        self._next_offset = max(self._next_offset, next_offset)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self._values.items()))
+
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._next_offset = 0
+        self._bytes = 0
+
+    def close(self) -> None:
+        pass
+
+    def size_bytes(self) -> int:
+        return self._bytes
+
+
+class RocksBackend:
+    """RocksDB through rocksdict (raw bytes), the changelog offset in a file beside it
+    (written after the data: a crash in between only replays a tail)."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Options, Rdict  # optional dependency, loaded only when chosen
+
+        self._path = path
+        self._options = Options(raw_mode=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), options=self._options)
+        self._offset_file = path.with_suffix(".offset")
+        self._bytes = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def write(self, changes: StateChanges, next_offset: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+                self._bytes += len(value)
+        self._db.write(batch)
+        temporary = self._offset_file.with_suffix(".offset.tmp")
+        temporary.write_text(str(next_offset))
+        os.replace(temporary, self._offset_file)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.items():
+            yield bytes(key), bytes(value)  # type: ignore[arg-type]  # raw mode: always bytes
+
+    def next_offset(self) -> int:
+        try:
+            return int(self._offset_file.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def clear(self) -> None:
+        from rocksdict import Rdict
+
+        self._db.close()
+        Rdict.destroy(str(self._path), self._options)
+        shutil.rmtree(self._path, ignore_errors=True)
+        self._offset_file.unlink(missing_ok=True)
+        self._db = Rdict(str(self._path), options=self._options)
+        self._bytes = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def size_bytes(self) -> int:
+        return self._bytes  # written since start: RocksDB keeps its own size estimate
+
+
+class PartitionStore:
+    def __init__(self, name: str, partition: int, backend: Backend) -> None:
+        self.name = name
+        self.partition = partition
+        self.backend = backend
+        self._staged: StateChanges = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._staged:
+            return self._staged[key]
+        return self.backend.get(key)
+
+    def stage(self, changes: StateChanges) -> None:
+        self._staged.update(changes)
+
+    def take_staged(self) -> StateChanges:
+        staged, self._staged = self._staged, {}
+        return staged
+
+    def commit(self, changes: StateChanges, next_offset: int) -> None:
+        """`changes` are on the changelog, which is now read up to `next_offset`."""
+        self.backend.write(changes, next_offset)
+
+    def restored(self, changes: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        self.backend.write(dict(changes), next_offset)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return self.backend.items()
+
+    def discard_staged(self) -> None:
+        """The partition left this worker before its changes were written: they are lost
+        with the in-memory stage state, and the input will be read again."""
+        self._staged.clear()
+
+
+def open_backend(kind: str, data_dir: Path, name: str, partition: int) -> Backend:
+    if kind == "rocksdb://":
+        return RocksBackend(data_dir / "state" / f"{name}-{partition}")
+    return MemoryBackend()

@@ -1,0 +1,110 @@
+"""The wire format of the internal topics (by-device, by-customer): batched, versioned.
+
+One record carries every message a processed batch sends to one partition:
+`[1, [message, ...]]` (orjson), each message a list whose first element says what it is:
+
+    ["d", event]                         an event to resolve (by-device)
+    ["e", key, event, merge_from]        an event for a customer key (by-customer)
+    ["r", key, into, at, login_event_id] a merge request (by-customer)
+    ["p", key, source, state | null]     a merge payload (by-customer)
+    ["w", source, watermark]             an upstream partition's watermark
+
+A record is cut at MAX_RECORD_BYTES (the broker's default limit is 1 MiB). Records written
+by the Faust runtime (one JSON object per message, `{"k": ...}`) are still read, so a
+deployment can switch runtimes with messages in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from journeystream.core.events import Event
+from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
+from journeystream.core.state import event_from_list, event_to_list
+
+VERSION = 1
+MAX_RECORD_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Upstream partition `source` (e.g. "A3", "B0") has announced this watermark."""
+
+    source: str
+    watermark: int
+
+
+Message = Event | KeyedEvent | MergeRequest | MergePayload | Watermark
+
+
+def encode_message(message: Message) -> bytes:
+    if isinstance(message, KeyedEvent):
+        return orjson.dumps(["e", message.key, event_to_list(message.event), message.merge_from])
+    if isinstance(message, Watermark):
+        return orjson.dumps(["w", message.source, message.watermark])
+    if isinstance(message, Event):
+        return orjson.dumps(["d", event_to_list(message)])
+    if isinstance(message, MergeRequest):
+        return orjson.dumps(["r", message.key, message.into, message.at, message.login_event_id])
+    state = None if message.state is None else message.state.decode()
+    return orjson.dumps(["p", message.key, message.source, state])
+
+
+def pack(encoded: list[bytes], limit: int = MAX_RECORD_BYTES) -> Iterator[bytes]:
+    """Envelopes holding the encoded messages in order, each at most about `limit` bytes."""
+    head, tail = b"[%d,[" % VERSION, b"]]"
+    start, size = 0, 0
+    for index, part in enumerate(encoded):
+        if size and size + len(part) > limit:
+            yield head + b",".join(encoded[start:index]) + tail
+            start, size = index, 0
+        size += len(part) + 1
+    if start < len(encoded):
+        yield head + b",".join(encoded[start:]) + tail
+
+
+def unpack(raw: bytes | None) -> list[Message]:
+    """Every message of one internal record, in order."""
+    if not raw:
+        raise ValueError("an internal record has no value")
+    if raw[:1] == b"{":
+        return [_legacy(orjson.loads(raw))]
+    data = orjson.loads(raw)
+    if data[0] != VERSION:
+        raise ValueError(f"internal record format {data[0]!r} is not {VERSION}")
+    return [_message(item) for item in data[1]]
+
+
+def _message(item: list[Any]) -> Message:
+    kind = item[0]
+    if kind == "e":
+        return KeyedEvent(item[1], event_from_list(item[2]), item[3])
+    if kind == "w":
+        return Watermark(item[1], item[2])
+    if kind == "d":
+        return event_from_list(item[1])
+    if kind == "r":
+        return MergeRequest(item[1], item[2], item[3], item[4])
+    if kind == "p":
+        return MergePayload(item[1], item[2], None if item[3] is None else item[3].encode())
+    raise ValueError(f"unknown internal message kind {kind!r}")
+
+
+def _legacy(data: dict[str, Any]) -> Message:
+    """One message as the Faust runtime wrote it."""
+    kind = data["k"]
+    if kind == "w":
+        return Watermark(data["s"], data["w"])
+    if kind == "e":
+        event = event_from_list(data["e"])
+        return KeyedEvent(data["key"], event, data.get("m")) if "key" in data else event
+    if kind == "r":
+        return MergeRequest(data["key"], data["into"], data["at"], data["id"])
+    if kind == "p":
+        state = data["st"]
+        return MergePayload(data["key"], data["src"], None if state is None else state.encode())
+    raise ValueError(f"unknown internal message kind {kind!r}")

@@ -1,0 +1,68 @@
+"""Stage B: resolves the customer key of device-keyed events in event-time order (login
+links per anonymous id), then sends them on to the journey stage by customer key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from journeystream.core.events import Event
+from journeystream.core.identity import IdentityStage, encode_links
+from journeystream.core.timeline import NEVER
+from journeystream.stages.effects import Effects, Record, StateChanges
+from journeystream.stages.envelope import Watermark, unpack
+from journeystream.stages.pending import PendingOffsets
+from journeystream.stages.routing import Outbox, Partitioner
+from journeystream.stages.topology import Topology
+
+LINKS = "links"
+
+
+class IdentityProcessor:
+    """Stage B for one partition of the by-device topic (store: anonymous id -> links)."""
+
+    stores = (LINKS,)
+
+    def __init__(
+        self, partition: int, topology: Topology, load: Callable[[str, bytes], bytes | None]
+    ) -> None:
+        self.partition = partition
+        self.topology = topology
+        self.stage = IdentityStage(topology.sources("A"), load_link=lambda anon: load(LINKS, anon.encode()))
+        self.pending = PendingOffsets()
+        self._announced = NEVER
+        self._partition_of = Partitioner(topology.partitions)
+
+    def process(self, records: Sequence[Record], effects: Effects) -> None:
+        stage = self.stage
+        for record in records:
+            for message in unpack(record.value):
+                if isinstance(message, Watermark):
+                    stage.observe(message.source, message.watermark)
+                elif isinstance(message, Event):
+                    stage.push(message)
+                    self.pending.hold(message, record.offset)
+                else:
+                    raise ValueError(f"unexpected {type(message).__name__} on the by-device topic")
+        outbox = Outbox()
+        by_customer = self.topology.by_customer
+        for item in stage.drain():
+            outbox.add(by_customer, self._partition_of(item.key), item)
+        watermark = stage.timeline.watermark
+        if watermark > self._announced:
+            self._announced = watermark
+            outbox.announce(by_customer, self.topology.partitions, Watermark(f"B{self.partition}", watermark))
+        outbox.flush_to(effects)
+
+    def collect(self, stamp_ms: int, now_s: float, effects: Effects) -> None:
+        """Nothing waits for a checkpoint here: items leave with their batch."""
+
+    def take_changes(self) -> list[tuple[str, StateChanges]]:
+        links = self.stage.dirty_links()
+        return [(LINKS, {anon.encode(): encode_links(value) for anon, value in links.items()})]
+
+    def commit_point(self, next_offset: int) -> int:
+        return self.pending.commit_point(self.stage.timeline.pending(), next_offset)
+
+    @property
+    def late_items(self) -> int:
+        return self.stage.late_items

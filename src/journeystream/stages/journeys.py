@@ -1,0 +1,124 @@
+"""Stage C: the journey engine of one by-customer partition, its KPI cells, and what they
+produce: journey and irritant rows and records, KPI rows, messages to other customer keys
+(merge payloads, forwarded items), and the state changes to store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from journeystream.core.config import RulesConfig
+from journeystream.core.facts import AppliedEvent, Irritant, JourneyClosed, JourneyRecord
+from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest, Message
+from journeystream.sinks.rows import fact_row, irritant_json, journey_json
+from journeystream.stages.effects import (
+    NO_OBSERVER,
+    Effects,
+    OutputRecord,
+    Record,
+    StageObserver,
+    StateChanges,
+)
+from journeystream.stages.envelope import Watermark, unpack
+from journeystream.stages.kpicells import PartitionKpis
+from journeystream.stages.pending import PendingOffsets
+from journeystream.stages.routing import Outbox, Partitioner
+from journeystream.stages.topology import Topology
+
+CUSTOMERS = "customers"
+KPI_CELLS = "kpi_cells"
+
+
+class JourneyProcessor:
+    """Stage C for one partition (stores: customer key -> state; KPI cells and marks)."""
+
+    # KPI cells are stored before the customer states: never a state without the cells
+    # that counted its facts (the reverse is undone by the cells' fact sequences)
+    stores = (KPI_CELLS, CUSTOMERS)
+
+    def __init__(
+        self,
+        partition: int,
+        topology: Topology,
+        rules: RulesConfig,
+        kpi_horizon_ms: int,
+        load: Callable[[str, bytes], bytes | None],
+        stored_customers: Iterable[tuple[bytes, bytes]] = (),
+        stored_kpi_cells: Iterable[tuple[bytes, bytes]] = (),
+        observer: StageObserver = NO_OBSERVER,
+    ) -> None:
+        self.partition = partition
+        self.topology = topology
+        self.observer = observer
+        sources = topology.sources("A") + topology.sources("B")
+        self.engine = JourneyEngine(rules, sources, load=lambda key: load(CUSTOMERS, key.encode()))
+        for key, value in stored_customers:
+            self.engine.restore(key.decode(), value)
+        self.kpis = PartitionKpis(partition, kpi_horizon_ms, stored_kpi_cells)
+        self.pending = PendingOffsets()
+        self._kpi_changes: StateChanges = {}
+        self._partition_of = Partitioner(topology.partitions)
+
+    def process(self, records: Sequence[Record], effects: Effects) -> None:
+        engine = self.engine
+        for record in records:
+            for message in unpack(record.value):
+                if isinstance(message, Watermark):
+                    engine.observe(message.source, message.watermark)
+                elif isinstance(message, MergePayload):
+                    engine.receive_payload(message)
+                elif isinstance(message, KeyedEvent | MergeRequest):
+                    engine.push(message)
+                    self.pending.hold(message, record.offset)
+                else:
+                    raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
+        self._send(engine.drain_messages(), effects)
+
+    def collect(self, stamp_ms: int, now_s: float, effects: Effects) -> None:
+        """At a checkpoint: the facts since the last one (journeys at their latest version),
+        as rows and records, counted into the KPI cells."""
+        output = self.engine.drain()
+        self._send(output.messages, effects)
+        topology, observer = self.topology, self.observer
+        applied = 0
+        for fact in output.facts:
+            row = fact_row(fact, stamp_ms)
+            if row is not None:
+                effects.row(*row)
+            if isinstance(fact, JourneyRecord):
+                value = journey_json(fact)
+                effects.record(OutputRecord(topology.journeys, fact.journey_id.encode(), value))
+            elif isinstance(fact, Irritant):
+                observer.on_irritant(fact.kind)
+                value = irritant_json(fact)
+                effects.record(OutputRecord(topology.irritants, fact.irritant_id.encode(), value))
+            elif isinstance(fact, AppliedEvent):
+                applied += 1
+            elif isinstance(fact, JourneyClosed):
+                observer.on_journey_closed(fact.status)
+        if applied:
+            observer.on_applied(applied)
+        refused = self.kpis.add(output.facts, output.origins)
+        if refused:
+            observer.on_kpi_too_late(refused)
+        cells = self.kpis.collect(self.engine.complete_before(), stamp_ms, now_s, effects)
+        self._kpi_changes.update(cells)
+
+    def take_changes(self) -> list[tuple[str, StateChanges]]:
+        cells, self._kpi_changes = self._kpi_changes, {}
+        states = {key.encode(): value for key, value in self.engine.dirty_states().items()}
+        return [(KPI_CELLS, cells), (CUSTOMERS, states)]
+
+    def commit_point(self, next_offset: int) -> int:
+        return self.pending.commit_point(self.engine.timeline.pending(), next_offset)
+
+    @property
+    def late_items(self) -> int:
+        return self.engine.late_items
+
+    def _send(self, messages: list[Message], effects: Effects) -> None:
+        if not messages:
+            return
+        outbox = Outbox()
+        for message in messages:
+            outbox.add(self.topology.by_customer, self._partition_of(message.key), message)
+        outbox.flush_to(effects)

@@ -1,0 +1,80 @@
+"""Which partition of an internal topic a key belongs to, and the per-batch outbox that
+groups a batch's messages into one envelope per destination partition.
+
+Keys are placed as Kafka's Java clients place them (murmur2, positive, modulo the
+partition count), so the state of a customer key always lives in the same partition of
+the by-customer topic and of its changelogs, whichever producer wrote the input.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from journeystream.stages.effects import Effects, OutputRecord
+from journeystream.stages.envelope import Message, Watermark, encode_message, pack
+
+_CACHE_LIMIT = 1_000_000
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as an unsigned int."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    rest = length % 4
+    if rest >= 3:
+        h ^= data[whole + 2] << 16
+    if rest >= 2:
+        h ^= data[whole + 1] << 8
+    if rest >= 1:
+        h ^= data[whole]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h
+
+
+class Partitioner:
+    """Key -> partition, remembered (customers come back; murmur2 in Python is not free)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._known: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        partition = self._known.get(key)
+        if partition is None:
+            if len(self._known) >= _CACHE_LIMIT:
+                self._known.clear()
+            partition = self._known[key] = (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+        return partition
+
+
+class Outbox:
+    """Messages of one processed batch, grouped by destination (topic, partition)."""
+
+    def __init__(self) -> None:
+        self._messages: defaultdict[tuple[str, int], list[bytes]] = defaultdict(list)
+
+    def add(self, topic: str, partition: int, message: Message) -> None:
+        self._messages[(topic, partition)].append(encode_message(message))
+
+    def announce(self, topic: str, partitions: int, watermark: Watermark) -> None:
+        """A watermark goes to every partition, after the messages already queued there."""
+        encoded = encode_message(watermark)
+        for partition in range(partitions):
+            self._messages[(topic, partition)].append(encoded)
+
+    def flush_to(self, effects: Effects) -> None:
+        for (topic, partition), encoded in sorted(self._messages.items()):
+            for value in pack(encoded):
+                effects.record(OutputRecord(topic, None, value, partition))
+        self._messages.clear()
