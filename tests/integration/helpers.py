@@ -158,3 +158,46 @@ def kpi_cells(env: Mapping[str, str]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         "FROM {db}.kpi_minute FINAL GROUP BY minute, channel, journey, segment",
     )
     return {row[:4]: tuple(round(v, 6) if isinstance(v, float) else v for v in row[4:]) for row in rows}
+
+
+def union_by_version(
+    tables: list[dict[str, tuple[Any, ...]]], version_column: int
+) -> dict[str, tuple[Any, ...]]:
+    """Rows of several stores, one per key: the highest version (as ReplacingMergeTree keeps)."""
+    union: dict[str, tuple[Any, ...]] = {}
+    for table in tables:
+        for key, row in table.items():
+            if key not in union or row[version_column] > union[key][version_column]:
+                union[key] = row
+    return union
+
+
+def kpi_cells_union(envs: list[Mapping[str, str]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """kpi_cells() over several workers' stores: per shard and cell the row with the highest
+    version (the shard's latest cumulative count, whichever worker wrote it), summed over shards."""
+    from journeystream.core.kpis import COUNTER_FIELDS
+
+    columns = ", ".join(COUNTER_FIELDS)
+    latest: dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]] = {}
+    for env in envs:
+        rows = query(
+            env,
+            f"SELECT shard, toUnixTimestamp(minute) * 1000, channel, journey, segment, version, {columns}, "
+            "wait_buckets FROM {db}.kpi_minute FINAL",
+        )
+        for row in rows:
+            key, version, values = row[:5], row[5], row[6:]
+            if key not in latest or version > latest[key][0]:
+                latest[key] = (version, values)
+    cells: dict[tuple[Any, ...], list[Any]] = {}
+    for (_, *cell), (_, values) in latest.items():
+        total = cells.setdefault(tuple(cell), [0] * len(COUNTER_FIELDS) + [[]])
+        for index, value in enumerate(values[:-1]):
+            total[index] += value
+        buckets = values[-1]
+        summed = total[-1]
+        total[-1] = [a + b for a, b in zip(summed, buckets, strict=True)] if summed else list(buckets)
+    return {
+        cell: tuple(round(v, 6) if isinstance(v, float) else v for v in values)
+        for cell, values in cells.items()
+    }

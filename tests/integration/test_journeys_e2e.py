@@ -1,10 +1,12 @@
 """Issue 3's acceptance on the real broker: a simulated stream of 50 000 events from 2 000
 customers, with disorder within the allowed lateness and 1% duplicates, gives exactly the
 simulator's ground truth in ClickHouse; `replay` of the same file gives the same tables;
-and killing the worker with SIGKILL three times along the way changes nothing."""
+killing the worker with SIGKILL at random moments along the way changes nothing, and neither
+does killing one of two workers that share the stream."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -26,7 +28,9 @@ from tests.integration.helpers import (
     irritants_table,
     journeys_table,
     kpi_cells,
+    kpi_cells_union,
     produce,
+    union_by_version,
     wait_for,
     wait_until_caught_up,
     worker_env,
@@ -91,8 +95,6 @@ def _has_applied(worker: WorkerProcess, count: int) -> bool:
 
 
 def _os_env() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 
@@ -138,49 +140,95 @@ async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
     assert_kpis_match(kpi_cells(env), stream)
 
 
+def _consumed(worker: WorkerProcess) -> float:
+    try:
+        return worker.metrics().get("journeystream_events_consumed_total", 0.0)
+    except OSError:
+        return 0.0
+
+
+def _kill_at_random_moment(worker: WorkerProcess, moment: str, chance: random.Random) -> str:
+    """SIGKILL the worker at a moment of the kind named; returns what happened."""
+    started = time.monotonic()
+    if moment == "starting":  # within the first 3 s: joining the group, restoring, first batches
+        time.sleep(chance.uniform(0.2, 3.0))
+    elif moment == "before-first-commit":  # its first batches are read, not yet checkpointed
+        wait_for(partial(lambda w: _consumed(w) > 0, worker), 120, "the first consumed events", 0.02)
+        time.sleep(chance.uniform(0.0, 0.6))
+    else:  # mid-stream, once this run has applied a random share of the stream
+        target = chance.randint(2_000, 15_000)
+        wait_for(partial(_has_applied, worker, target), 180, f"{target} applied events", interval=0.05)
+        time.sleep(chance.uniform(0.0, 0.5))
+    applied, consumed = _applied(worker), _consumed(worker)
+    assert worker.kill() == -9
+    seconds = time.monotonic() - started
+    return f"{moment}: {seconds:.1f}s after start, {consumed:.0f} consumed, {applied:.0f} applied"
+
+
 @pytest.mark.crash
-async def test_sigkill_three_times_loses_nothing_and_counts_nothing_twice(
+async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
 ) -> None:
-    # static membership, as deployed (one id per worker): the restarted worker takes its
-    # partitions back at once instead of waiting for the dead member's session to expire
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", group_instance_id=f"{unique_name}-w0")
+    """Default settings (dynamic group membership): four kills, at start, before the first
+    commit, and mid-stream twice, then a run to the end. Every table equals the ground truth
+    and the replay."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
-    chance = random.Random(2026)
-    recoveries = []
-    for kill in range(3):
+    seed = int(os.environ.get("JOURNEYSTREAM_TEST_CRASH_SEED", str(random.randrange(10**6))))
+    print(f"crash seed {seed} (JOURNEYSTREAM_TEST_CRASH_SEED repeats it)")
+    chance = random.Random(seed)
+    for moment in ("starting", "before-first-commit", "mid-stream", "mid-stream"):
         worker = WorkerProcess(env, tmp_path / "worker.log")
-        started = time.monotonic()
         worker.start()
-        worker.wait_ready()
-        # kill mid-stream: once this run has applied a random share of the stream
-        target = chance.randint(2_000, 12_000)
-        wait_for(partial(_has_applied, worker, 1), 120, "the first applied events")
-        recoveries.append(time.monotonic() - started)
-        wait_for(partial(_has_applied, worker, target), 180, f"{target} applied events", interval=0.05)
-        time.sleep(chance.uniform(0.0, 0.3))
-        applied = _applied(worker)
-        assert worker.kill() == -9
-        print(f"kill {kill + 1}: SIGKILL after {applied:.0f} events applied in that run")
-        assert applied < EVENTS, "the run finished before it could be killed mid-stream"
+        print("kill", _kill_at_random_moment(worker, moment, chance))
     worker = WorkerProcess(env, tmp_path / "worker.log")
     started = time.monotonic()
     worker.start()
     try:
         wait_for(partial(_has_applied, worker, 1), 120, "the first applied events")
-        recoveries.append(time.monotonic() - started)
+        print(f"last run: first events applied {time.monotonic() - started:.1f}s after start")
         wait_until_caught_up(worker, PARTITIONS)
     finally:
         assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
-    print("seconds from restart to the first applied event:", ", ".join(f"{s:.1f}" for s in recoveries))
 
     journeys, irritants = journeys_table(env), irritants_table(env)
     assert_equals_ground_truth(journeys, irritants, stream.truth)
     assert journeys == stream.replay_journeys
     assert irritants == stream.replay_irritants
     assert_kpis_match(kpi_cells(env), stream)
+
+
+@pytest.mark.crash
+async def test_two_workers_one_killed_mid_stream_their_union_equals_ground_truth(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+) -> None:
+    """Two workers share the consumer group, each with its own embedded ClickHouse; one is
+    killed mid-stream and the other takes its partitions over. What they stored together
+    equals the ground truth and the replay."""
+    envs = [worker_env(kafka_bootstrap, unique_name, tmp_path / f"data{n}") for n in range(2)]
+    settings = Settings.from_env(envs[0])
+    await ensure_topics(settings)
+    await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
+    workers = [WorkerProcess(env, tmp_path / f"worker{n}.log") for n, env in enumerate(envs)]
+    for worker in workers:
+        worker.start()
+    survivor = workers[1]
+    try:
+        wait_for(partial(_has_applied, workers[0], 3_000), 180, "the first worker's first applied events")
+        assert workers[0].kill() == -9
+        assert _applied(survivor) < EVENTS, "the stream was over before the kill"
+        wait_until_caught_up(survivor, PARTITIONS)
+    finally:
+        assert survivor.stop() == 0, f"worker did not stop cleanly; see {survivor.log_path}"
+
+    journeys = union_by_version([journeys_table(env) for env in envs], version_column=16)
+    irritants = {key: row for env in envs for key, row in irritants_table(env).items()}
+    assert_equals_ground_truth(journeys, irritants, stream.truth)
+    assert journeys == stream.replay_journeys
+    assert irritants == stream.replay_irritants
+    assert_kpis_match(kpi_cells_union(envs), stream)
 
 
 def assert_kpis_match(live: dict[tuple[Any, ...], tuple[Any, ...]], stream: Stream) -> None:

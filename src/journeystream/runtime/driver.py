@@ -81,7 +81,7 @@ class StreamDriver:
         self.lock = asyncio.Lock()  # one batch, checkpoint or rebalance step at a time
         self.stopping = False
         self.consuming = False
-        self.rebalancing = False
+        self.rebalancing = True  # until the group gave this worker its first assignment
         self.last_message_at: dict[int, float] = {}
         self._last_tick = 0.0
         self.rules = tuple(rules)
@@ -107,7 +107,7 @@ class StreamDriver:
             linger_ms=5,
             max_batch_size=BATCH_BYTES,
             max_request_size=4 * BATCH_BYTES,
-            compression_type="lz4",
+            compression_type="snappy",  # cheap on CPU (aiokafka compresses lz4 at level 9)
         )
         await self._kafka_producer.start()
         self._producer = producer = Producer(self._kafka_producer)
