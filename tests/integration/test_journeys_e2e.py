@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -83,6 +84,37 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
     return Stream(messages, truth, file, journeys_table(env), irritants_table(env), kpi_cells(env))
 
 
+class ProbeWhileBusy:
+    """Asks /metrics and /ready, with a 1 s timeout, every 0.2 s on a thread of its own."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.answers = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def __enter__(self) -> ProbeWhileBusy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(0.2):
+            for path in ("/metrics", "/ready"):
+                try:
+                    status, _ = self.worker.get(path, timeout=1.0)
+                except OSError as error:
+                    self.failures.append(f"{path}: {error}")
+                    continue
+                if status != 200:
+                    self.failures.append(f"{path}: {status}")
+                self.answers += 1
+
+
 def _applied(worker: WorkerProcess) -> float:
     try:
         return worker.metrics().get("journeystream_events_applied_total", 0.0)
@@ -126,6 +158,10 @@ async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
     await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
     worker = await _start(env, tmp_path / "worker.log")
     try:
+        with ProbeWhileBusy(worker) as probe:
+            wait_for(partial(_has_applied, worker, EVENTS // 2), 300, "half of the stream applied")
+        # the endpoints answered within 1 s while the worker worked through its backlog
+        assert probe.answers >= 5 and probe.failures == [], probe.failures
         wait_until_caught_up(worker, PARTITIONS)
         metrics = worker.metrics()
         assert metrics.get("journeystream_events_late_total") == 0.0

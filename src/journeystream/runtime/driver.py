@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 
 from journeystream.config import Settings
 from journeystream.core.alerts import Rule
@@ -151,13 +152,15 @@ class StreamDriver:
                     await self._checkpoint.run(self.assignment, self.effects)
                 except Exception:
                     log.exception("the last checkpoint failed; what it held is read again at the next start")
-            if self._consumer is not None:
-                await self._consumer.stop()
-            if self._kafka_producer is not None:
-                await self._kafka_producer.stop()
-            await self.sink.close()
-            for store in self.assignment.stores.values():
-                store.backend.close()
+        # Outside the lock: leaving the group finishes a rebalance under way, whose listener
+        # returns at once now that the driver is stopping.
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._kafka_producer is not None:
+            await self._kafka_producer.stop()
+        await self.sink.close()
+        for store in self.assignment.stores.values():
+            store.backend.close()
 
     async def run(self) -> None:
         """The hot path: until stopped, a batch, its effects, and a checkpoint when due."""
@@ -165,7 +168,10 @@ class StreamDriver:
         assert consumer is not None and self._checkpoint is not None
         self.consuming = True
         while not self.stopping:
-            batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
+            try:
+                batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
+            except ConsumerStoppedError:
+                return  # stopping: the consumer was closed under this call
             async with self.lock:
                 if self.stopping:
                     return  # not processed, not committed: read again at the next start
@@ -239,6 +245,8 @@ class StreamDriver:
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing = True
+        if self.stopping:
+            return  # the last checkpoint is done or under way; nothing is read any more
         async with self.lock:
             if self._checkpoint is not None and not self.stopping and self.assignment.partitions:
                 try:
@@ -250,6 +258,8 @@ class StreamDriver:
             self.effects.take()  # effects of dropped partitions (none after a checkpoint)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.stopping:
+            return
         async with self.lock:
             started = time.monotonic()
             stores = [store for tp in sorted(assigned) for store in self.assignment.stores_of(tp)]

@@ -1,0 +1,126 @@
+"""The checkpoint's write order, with recording stand-ins for the store and the producer:
+rows, then records, then KPI cells, then customer states (each acknowledged before the
+next), then offsets; and no offset past a record whose item still waits in a buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from journeystream.config import Settings
+from journeystream.core.journeys import KeyedEvent
+from journeystream.core.state import event_from_list
+from journeystream.metrics import Metrics
+from journeystream.runtime.assignment import Assignment
+from journeystream.runtime.checkpoint import Checkpoint
+from journeystream.stages.effects import Effects, InputRecord, OutputRecord
+from journeystream.stages.envelope import Watermark, encode_message, pack
+
+T0 = 1_767_225_600_000
+
+
+@dataclass
+class Written:
+    offset: int
+
+
+class RecordingSink:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.rows: list[str] = []
+        self.pending_rows = 0
+
+    def add(self, table: str, row: Any) -> None:
+        self.rows.append(table)
+
+    async def flush(self) -> None:
+        self.log.append(f"rows:{','.join(sorted(set(self.rows)))}")
+        self.rows.clear()
+
+
+class RecordingProducer:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.offset = 100
+
+    async def send(self, records: Iterable[OutputRecord]) -> None:
+        topics = sorted({record.topic for record in records})
+        self.log.append(f"send:{','.join(topics)}")
+
+    async def drain(self) -> None:
+        self.log.append("drain")
+
+    async def send_tracked(self, records: Iterable[OutputRecord]) -> list[asyncio.Future[Any]]:
+        sent = list(records)
+        self.log.append(f"changelog:{sent[0].topic}")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        name = sent[0].topic
+
+        def acknowledged() -> None:
+            self.log.append(f"acked:{name}")
+            future.set_result(Written(self.offset))
+
+        asyncio.get_running_loop().call_soon(acknowledged)
+        return [future]
+
+
+def _item(n: int, at: int, customer: str) -> KeyedEvent:
+    event = event_from_list([f"e{n}", at, "web", "page_view", customer, None, "claim", None, None, None, {}])
+    return KeyedEvent(customer, event)
+
+
+async def test_rows_then_records_then_cells_then_states_then_offsets() -> None:
+    settings = Settings.from_env({"JOURNEYSTREAM_PARTITIONS": "1", "JOURNEYSTREAM_APP_ID": "app"})
+    assignment = Assignment.empty(settings, Metrics(CollectorRegistry()))
+    tp = TopicPartition(settings.topic_by_customer, 0)
+    assignment.build(tp)
+    sources = [f"{stage}0" for stage in "AB"]
+    # offset 7: two events, watermarks let the first through; offset 8: an event still buffered
+    first = [_item(1, T0, "c1"), _item(2, T0 + 10_000, "c2")]
+    first += [Watermark(source, T0 + 5_000) for source in sources]
+    second = [_item(3, T0 + 20_000, "c3")]
+    records = [
+        InputRecord(offset, T0, None, next(pack([encode_message(m) for m in messages])))
+        for offset, messages in ((7, first), (8, second))
+    ]
+    effects = Effects()
+    assignment.journeys[0].process(records, effects)
+    assignment.positions[tp] = 9
+
+    log: list[str] = []
+    committed: dict[TopicPartition, int] = {}
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        log.append("commit")
+        committed.update(offsets)
+
+    checkpoint = Checkpoint(
+        RecordingSink(log),  # type: ignore[arg-type]
+        RecordingProducer(log),  # type: ignore[arg-type]
+        lambda name: f"app-{name}-changelog",
+        commit,
+    )
+    await checkpoint.run(assignment, effects)
+
+    assert log == [
+        "send:journeystream.journeys",
+        "rows:journeys,kpi_minute,kpi_progress",
+        "drain",
+        "changelog:app-kpi_cells-changelog",
+        "acked:app-kpi_cells-changelog",
+        "changelog:app-customers-changelog",
+        "acked:app-customers-changelog",
+        "commit",
+    ]
+    # events 2 and 3 wait in the reorder buffer (after the watermark): offset 7 is not safe
+    assert committed == {tp: 7}
+    store = assignment.stores[("customers", 0)]
+    assert set(dict(store.items())) == {b"c1"}
+    assert store.backend.next_offset() == 100
+    assert orjson.loads(store.get(b"c1") or b"null")[1] == "c1"

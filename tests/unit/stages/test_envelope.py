@@ -1,0 +1,72 @@
+"""The internal topics' wire format: every message kind survives a round trip, records are
+cut at the size limit without reordering, and records of the Faust runtime are still read."""
+
+from __future__ import annotations
+
+import orjson
+
+from journeystream.core.events import Event
+from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
+from journeystream.stages.envelope import Watermark, encode_message, pack, unpack
+
+
+def _event(n: int) -> Event:
+    return Event(
+        event_id=f"e{n}",
+        occurred_at=1_700_000_000_000 + n,
+        channel="web",
+        type="page_view",
+        customer_id=None,
+        anonymous_id=f"a{n}",
+        journey="claim",
+        segment=None,
+        session_id="s1",
+        agent_id=None,
+        attributes={"page": f"/p{n}"},
+    )
+
+
+MESSAGES = [
+    _event(1),
+    KeyedEvent("c1", _event(2), "anon:a2"),
+    KeyedEvent("c2", _event(3)),
+    MergeRequest("anon:a1", "c1", 1_700_000_000_005, "e9"),
+    MergePayload("c1", "anon:a1", b'[3,"anon:a1"]'),
+    MergePayload("c1", "anon:a2", None),
+    Watermark("A3", 1_700_000_000_000),
+]
+
+
+def test_every_message_kind_round_trips_in_order() -> None:
+    (record,) = list(pack([encode_message(message) for message in MESSAGES]))
+    assert unpack(record) == MESSAGES
+
+
+def test_records_are_cut_at_the_limit_and_keep_the_order() -> None:
+    messages = [_event(n) for n in range(200)]
+    encoded = [encode_message(message) for message in messages]
+    records = list(pack(encoded, limit=2_000))
+    assert len(records) > 5
+    assert all(len(record) <= 2_000 + max(map(len, encoded)) for record in records)
+    assert [message for record in records for message in unpack(record)] == messages
+
+
+def test_nothing_to_pack_gives_no_record() -> None:
+    assert list(pack([])) == []
+
+
+def test_records_of_the_faust_runtime_are_still_read() -> None:
+    event = _event(4)
+    from journeystream.core.state import event_to_list
+
+    legacy = {
+        orjson.dumps({"k": "w", "s": "B1", "w": 5}): Watermark("B1", 5),
+        orjson.dumps({"k": "e", "e": event_to_list(event)}): event,
+        orjson.dumps({"k": "e", "key": "c9", "e": event_to_list(event), "m": None}): KeyedEvent("c9", event),
+        orjson.dumps({"k": "r", "key": "anon:a", "into": "c", "at": 7, "id": "e1"}): MergeRequest(
+            "anon:a", "c", 7, "e1"
+        ),
+        orjson.dumps({"k": "p", "key": "c", "src": "anon:a", "st": None}): MergePayload("c", "anon:a", None),
+    }
+    for raw, message in legacy.items():
+        assert unpack(raw) == [message]
