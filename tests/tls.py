@@ -1,9 +1,9 @@
 """Test certificates made with openssl: a CA, a certificate it signs for 127.0.0.1/localhost,
-and the broker folder that `deploy/kafka/broker.sh` reads in SASL_SSL mode."""
+and (through deploy/kafka/dev-secrets.sh) the folder `deploy/kafka/broker.sh` reads in
+SASL_SSL mode."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +69,9 @@ def issue(ca: Authority, folder: Path, name: str, usage: str = "serverAuth") -> 
     return Certificate(folder / f"{name}.pem", folder / f"{name}.key", ca.cert)
 
 
+DEV_SECRETS = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "dev-secrets.sh"
+
+
 @dataclass(frozen=True)
 class SecuredBrokerFiles:
     """What broker.sh's KAFKA_SASL_SSL_DIR holds, and what a client needs."""
@@ -79,19 +82,14 @@ class SecuredBrokerFiles:
 
 
 def broker_folder(folder: Path, users: dict[str, str]) -> SecuredBrokerFiles:
-    """CA + broker certificate (127.0.0.1), PKCS12 keystore, SCRAM users file (the broker's
-    own inter-broker user first, then `users`)."""
-    ca = make_ca(folder, "ca")
-    broker = issue(ca, folder, "broker")
-    password = secrets.token_hex(12)
-    (folder / "broker.password").write_text(password)
-    _openssl(
-        "pkcs12", "-export", "-in", str(broker.cert), "-inkey", str(broker.key),
-        "-certfile", str(ca.cert), "-name", "broker", "-out", "broker.p12",
-        "-passout", f"pass:{password}", cwd=folder,
-    )  # fmt: skip
-    everyone = {"broker-admin": secrets.token_hex(12), **users}
-    (folder / "users").write_text("".join(f"{name} {secret}\n" for name, secret in everyone.items()))
-    for path in folder.iterdir():
-        path.chmod(0o600)
-    return SecuredBrokerFiles(folder, ca.cert, users)
+    """deploy/kafka/dev-secrets.sh: CA, broker key and certificate (127.0.0.1), SCRAM users
+    (the broker's own inter-broker user first, then `users`)."""
+    done = subprocess.run(
+        [str(DEV_SECRETS), str(folder), *(f"{name}={secret}" for name, secret in users.items())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"dev-secrets.sh failed:\n{done.stderr}")
+    return SecuredBrokerFiles(folder, folder / "ca.pem", users)

@@ -11,13 +11,12 @@
 # KAFKA_LIBS_DIR (default .local/kafka/libs), KAFKA_HEAP (default 512m),
 # KAFKA_START_TIMEOUT (seconds, default 90).
 #
-# Secured mode: KAFKA_SASL_SSL_DIR names a folder holding
-#   broker.p12       PKCS12 keystore: the broker's private key and certificate (chain)
-#   broker.password  the keystore's (and key's) password
-#   ca.pem           the CA the broker trusts for its own (inter-broker) connections
-#   users            "name password" per line: SCRAM-SHA-256 and SCRAM-SHA-512 credentials
-#                    created at format time by Kafka's storage tool; the first user is the
-#                    broker's own inter-broker identity
+# Secured mode: KAFKA_SASL_SSL_DIR names a folder (deploy/kafka/dev-secrets.sh makes one)
+#   broker-keystore.pem  the broker's unencrypted PKCS#8 key and certificate chain (PEM)
+#   ca.pem               the CA the broker trusts for its own (inter-broker) connections
+#   users                "name password" per line: SCRAM-SHA-256 and SCRAM-SHA-512
+#                        credentials created at format time by Kafka's storage tool; the
+#                        first user is the broker's own inter-broker identity
 # and the client listener on 127.0.0.1:$KAFKA_PORT is SASL_SSL (SCRAM-SHA-256/512) instead of
 # PLAINTEXT. The controller listener stays PLAINTEXT on 127.0.0.1. Users are only created when
 # the storage is formatted: start from a fresh KAFKA_STATE_DIR to change them.
@@ -56,7 +55,7 @@ client_listener() {
 
 check_secured_dir() {
   local file
-  for file in broker.p12 broker.password ca.pem users; do
+  for file in broker-keystore.pem ca.pem users; do
     if [ ! -r "$secured/$file" ]; then
       echo "KAFKA_SASL_SSL_DIR=$secured: $file is missing or unreadable" >&2
       exit 2
@@ -71,18 +70,15 @@ check_secured_dir() {
 # The SASL_SSL listener: TLS with the folder's keystore, SCRAM logins, the first user as the
 # broker's own identity on the inter-broker listener.
 secured_config() {
-  local password admin admin_password
-  password="$(cat "$secured/broker.password")"
+  local admin admin_password
   read -r admin admin_password < <(grep -E '^[^[:space:]]' "$secured/users" | head -n 1)
   cat <<PROPS
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$admin" password="$admin_password";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$admin" password="$admin_password";
-ssl.keystore.type=PKCS12
-ssl.keystore.location=$secured/broker.p12
-ssl.keystore.password=$password
-ssl.key.password=$password
+ssl.keystore.type=PEM
+ssl.keystore.location=$secured/broker-keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$secured/ca.pem
 ssl.client.auth=none
@@ -104,7 +100,7 @@ scram_arguments() {
 write_config() {
   mkdir -p "$state/data" "$state/logs"
   local listener; listener="$(client_listener)"
-  umask 077  # the secured config holds the keystore password and the broker's SCRAM login
+  umask 077  # the secured config holds the broker's SCRAM login
   cat > "$state/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
