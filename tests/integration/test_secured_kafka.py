@@ -214,14 +214,24 @@ async def test_worker_runs_end_to_end_over_sasl_ssl(
     worker.start()
     try:
         worker.wait_ready(timeout=90)
+    except (RuntimeError, TimeoutError) as exc:
+        worker.stop()
+        tail = "\n".join(worker.log_path.read_text(errors="replace").splitlines()[-5:])
+        pytest.fail(
+            f"the worker did not start over SASL_SSL ({exc}): do all of the runtime's Kafka clients "
+            f"take kafka_options(settings)? Last lines of its log:\n{tail}"
+        )
+    try:
         mixed: list[tuple[bytes | None, bytes]] = [*valid, *((k, v) for k, v, _ in invalid)]
         sent = await produce(secured_broker.bootstrap, settings.topic_interactions, mixed, settings=settings)
         assert sent == len(mixed)
         wait_for_sink_rows(worker, {"interaction_events": len(valid), "rejected_events": INVALID})
         metrics = worker.metrics()
         _, metrics_body = worker.get("/metrics")
-    finally:
-        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
+    except BaseException:
+        worker.stop()
+        raise
+    assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
 
     assert metric_sum(metrics, "journeystream_events_consumed_total") == len(mixed)
     assert metric_sum(metrics, "journeystream_events_valid_total") == len(valid)
