@@ -20,6 +20,8 @@
 # and the client listener on 127.0.0.1:$KAFKA_PORT is SASL_SSL (SCRAM-SHA-256/512) instead of
 # PLAINTEXT. The controller listener stays PLAINTEXT on 127.0.0.1. Users are only created when
 # the storage is formatted: start from a fresh KAFKA_STATE_DIR to change them.
+# KAFKA_SSL_CLIENT_AUTH=required (default none) also asks every client for a certificate
+# signed by ca.pem (mutual TLS on top of SASL).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,6 +32,7 @@ state="${KAFKA_STATE_DIR:-$root/.local/kafka-$port}"
 libs="${KAFKA_LIBS_DIR:-$root/.local/kafka/libs}"
 heap="${KAFKA_HEAP:-512m}"
 secured="${KAFKA_SASL_SSL_DIR:-}"
+client_auth="${KAFKA_SSL_CLIENT_AUTH:-none}"
 timeout="${KAFKA_START_TIMEOUT:-90}"
 pidfile="$state/broker.pid"
 
@@ -55,6 +58,10 @@ client_listener() {
 
 check_secured_dir() {
   local file
+  case "$client_auth" in
+    none|requested|required) ;;
+    *) echo "KAFKA_SSL_CLIENT_AUTH=$client_auth: expected none, requested or required" >&2; exit 2 ;;
+  esac
   for file in broker-keystore.pem ca.pem users; do
     if [ ! -r "$secured/$file" ]; then
       echo "KAFKA_SASL_SSL_DIR=$secured: $file is missing or unreadable" >&2
@@ -81,7 +88,7 @@ ssl.keystore.type=PEM
 ssl.keystore.location=$secured/broker-keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$secured/ca.pem
-ssl.client.auth=none
+listener.name.sasl_ssl.ssl.client.auth=$client_auth
 ssl.endpoint.identification.algorithm=https
 PROPS
 }

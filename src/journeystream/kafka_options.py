@@ -192,6 +192,10 @@ async def _handshake(
             "protocol", f"TLS handshake with {where} failed ({_reason(exc)}): {mismatch}"
         ) from None
     except (errors.KafkaError, OSError, TimeoutError, EOFError) as exc:
+        context = options.get("ssl_context")
+        alert = await _tls_alert(host, port, context) if context is not None else None
+        if alert is not None:
+            raise KafkaConnectError("tls", _client_certificate_refused(where, alert, settings)) from None
         raise KafkaConnectError(
             "protocol",
             f"{where} closed or did not answer the {protocol} handshake ({_reason(exc)}): {mismatch}",
@@ -209,6 +213,37 @@ async def _handshake(
     finally:
         conn.close()
     log.info("connected to Kafka at %s:%d (%s)", host, port, protocol)
+
+
+async def _tls_alert(host: str, port: int, context: ssl.SSLContext, timeout_s: float = 2.0) -> str | None:
+    """After a failed handshake over TLS: does the broker end the session with a TLS alert
+    right after the TLS handshake (as it does when it requires a client certificate it did
+    not get or does not trust)? The alert's name, or None."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+            try:
+                await reader.read(1)
+            finally:
+                writer.close()
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or "")
+        return reason if "ALERT" in reason.upper() else None
+    except (OSError, TimeoutError):
+        return None
+    return None
+
+
+def _client_certificate_refused(where: str, alert: str, settings: Settings) -> str:
+    if not settings.kafka_ssl_certfile:
+        return (
+            f"{where} requires a TLS client certificate (mutual TLS; TLS alert {alert}): set {_CERTFILE} "
+            f"and {PREFIX}KAFKA_SSL_KEYFILE"
+        )
+    return (
+        f"{where} refused the TLS client certificate (TLS alert {alert}): check {_CERTFILE}="
+        f"{settings.kafka_ssl_certfile!r} (signed by a CA the broker trusts, for client authentication)"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from journeystream.simulate import generate
 from journeystream.supervise import WorkerProcess, free_port_pair, metric_sum
 from tests.conftest import running_broker
 from tests.integration.helpers import consume_all, produce, query, wait_for_sink_rows, worker_env
-from tests.tls import broker_folder, make_ca
+from tests.tls import Authority, SecuredBrokerFiles, broker_folder, issue, make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +62,20 @@ class SecuredBroker:
 
 
 @pytest.fixture(scope="module")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+def broker_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[SecuredBrokerFiles, Path]:
+    """The secured brokers' folder (deploy/kafka/dev-secrets.sh) and the user's password file."""
     folder = tmp_path_factory.mktemp("secured-kafka")
-    files = broker_folder(folder / "broker", {USER: PASSWORD})
     password_file = folder / "kafka-password"
     password_file.write_text(PASSWORD + "\n")
+    return broker_folder(folder / "broker", {USER: PASSWORD}), password_file
+
+
+@pytest.fixture(scope="module")
+def secured_broker(broker_files: tuple[SecuredBrokerFiles, Path]) -> Iterator[SecuredBroker]:
+    files, password_file = broker_files
     port = free_port_pair()
     with running_broker(port, "test-kafka-secured", KAFKA_SASL_SSL_DIR=str(files.folder)) as bootstrap:
-        yield SecuredBroker(bootstrap, files.ca, password_file, folder)
+        yield SecuredBroker(bootstrap, files.ca, password_file, files.folder)
 
 
 def simulate_args() -> list[str]:
@@ -170,6 +176,46 @@ def test_a_protocol_mismatch_fails_fast_with_one_line(secured_broker: SecuredBro
     done, seconds = run_cli(simulate_args(), env)
     line = assert_fails_fast(done, seconds, "the Kafka broker at")
     assert "JOURNEYSTREAM_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in line
+
+
+# -- mutual TLS on top of SASL ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(broker_files: tuple[SecuredBrokerFiles, Path]) -> Iterator[SecuredBroker]:
+    """A second secured broker that also requires a client certificate signed by the CA."""
+    files, password_file = broker_files
+    port = free_port_pair()
+    extra = {"KAFKA_SASL_SSL_DIR": str(files.folder), "KAFKA_SSL_CLIENT_AUTH": "required"}
+    with running_broker(port, "test-kafka-mtls", **extra) as bootstrap:
+        yield SecuredBroker(bootstrap, files.ca, password_file, files.folder)
+
+
+async def test_mutual_tls_with_the_client_certificate_and_without(
+    mtls_broker: SecuredBroker, unique_name: str, tmp_path: Path
+) -> None:
+    ca = Authority(mtls_broker.folder / "ca.pem", mtls_broker.folder / "ca.key")
+    client = issue(ca, tmp_path, "journeystream-client", usage="clientAuth")
+    topic = f"{unique_name}.mtls"
+    env = mtls_broker.env(kafka_ssl_certfile=str(client.cert), kafka_ssl_keyfile=str(client.key))
+    settings = Settings.from_env(env)
+    assert await ensure_topics(settings, [topic]) == [topic]  # check_kafka passed, admin client too
+    messages = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(50)]
+    assert await produce(mtls_broker.bootstrap, topic, messages, settings=settings) == 50
+    records = await consume_all(mtls_broker.bootstrap, topic, 50, settings=settings)
+    assert sorted((r.key, r.value) for r in records) == sorted(messages)
+
+    without = mtls_broker.env(topic_interactions="never.created")
+    done, seconds = run_cli(simulate_args(), without)
+    line = assert_fails_fast(done, seconds, "the Kafka broker at")
+    assert "requires a TLS client certificate" in line and "JOURNEYSTREAM_KAFKA_SSL_CERTFILE" in line
+
+    stranger = issue(make_ca(tmp_path / "other", "other-ca"), tmp_path / "other", "stranger", "clientAuth")
+    untrusted = {**without, **mtls_broker.env(kafka_ssl_certfile=str(stranger.cert))}
+    untrusted["JOURNEYSTREAM_KAFKA_SSL_KEYFILE"] = str(stranger.key)
+    done, seconds = run_cli(simulate_args(), untrusted)
+    line = assert_fails_fast(done, seconds, "the Kafka broker at")
+    assert "refused the TLS client certificate" in line
 
 
 # -- the worker over SASL_SSL ------------------------------------------------------------------
