@@ -45,15 +45,21 @@ def make_ca(folder: Path, name: str) -> Authority:
     return Authority(folder / f"{name}.pem", folder / f"{name}.key")
 
 
-def issue(ca: Authority, folder: Path, name: str, usage: str = "serverAuth") -> Certificate:
-    """A certificate for 127.0.0.1 and localhost (`usage`: serverAuth or clientAuth)."""
+def issue(
+    ca: Authority,
+    folder: Path,
+    name: str,
+    usage: str = "serverAuth",
+    names: str = "IP:127.0.0.1,DNS:localhost",
+) -> Certificate:
+    """A certificate for `names` (subjectAltName; `usage`: serverAuth or clientAuth)."""
     folder.mkdir(parents=True, exist_ok=True)
     extensions = folder / f"{name}.ext"
     extensions.write_text(
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         f"extendedKeyUsage={usage}\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={names}\n"
         "subjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )

@@ -29,6 +29,7 @@ CHECK_TIMEOUT_S = 30.0
 """Default time `check_kafka` keeps trying an unreachable broker."""
 
 _HANDSHAKE_TIMEOUT_S = 10.0
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _MAX_BACKOFF_S = 5.0
 
 _PROTOCOL = PREFIX + "KAFKA_SECURITY_PROTOCOL"
@@ -169,11 +170,15 @@ async def _handshake(
     except ssl.SSLCertVerificationError as exc:
         cafile = settings.kafka_ssl_cafile
         trust = f"{_CAFILE}={cafile!r}" if cafile else f"{_CAFILE} (empty: the system's CAs)"
-        raise KafkaConnectError(
-            "tls",
-            f"TLS verification failed for {where}: {exc.verify_message or _reason(exc)}; check {trust}"
-            + (f" and {_CHECK_HOSTNAME}" if "hostname" in str(exc).lower() else ""),
-        ) from None
+        if exc.verify_code in _NAME_MISMATCH:
+            advice = (
+                f"the certificate does not name {host}: connect by a name it lists "
+                f"({PREFIX}KAFKA_BOOTSTRAP) or turn {_CHECK_HOSTNAME} off"
+            )
+        else:
+            advice = f"check {trust}"
+        problem = (exc.verify_message or _reason(exc)).rstrip(".")
+        raise KafkaConnectError("tls", f"TLS verification failed for {where}: {problem}; {advice}") from None
     except errors.UnsupportedSaslMechanismError:
         raise KafkaConnectError(
             "protocol",

@@ -262,6 +262,7 @@ async def test_worker_runs_end_to_end_over_sasl_ssl(
         worker.wait_ready(timeout=90)
     except (RuntimeError, TimeoutError) as exc:
         worker.stop()
+        assert_no_secret(worker.log_path.read_bytes())  # not even a failed start shows it
         tail = "\n".join(worker.log_path.read_text(errors="replace").splitlines()[-5:])
         pytest.fail(
             f"the worker did not start over SASL_SSL ({exc}): do all of the runtime's Kafka clients "

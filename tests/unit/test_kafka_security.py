@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from pathlib import Path
@@ -278,3 +279,43 @@ def test_an_unreachable_broker_fails_after_retries_within_the_timeout() -> None:
     message = str(caught.value)
     assert f"Kafka broker unreachable at 127.0.0.1:{port} after" in message
     assert "attempts" in message and "\n" not in message
+
+
+def test_hostname_verification_refuses_a_certificate_for_another_name(
+    tmp_path: Path, pki: tuple[Authority, Certificate]
+) -> None:
+    """A TLS listener on 127.0.0.1 whose certificate (signed by the trusted CA) names another
+    host: refused as a TLS failure pointing at the setting; with the check off, TLS passes
+    (and the listener, which is no Kafka broker, then fails the Kafka handshake)."""
+    ca, _ = pki
+    elsewhere = issue(ca, tmp_path, "elsewhere", names="DNS:kafka.elsewhere.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(elsewhere.cert, elsewhere.key)
+
+    async def scenario(check_hostname: str) -> KafkaConnectError:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                await reader.read(1 << 16)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        env = {
+            "JOURNEYSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+            "JOURNEYSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "JOURNEYSTREAM_KAFKA_SSL_CAFILE": str(ca.cert),
+            "JOURNEYSTREAM_KAFKA_SSL_CHECK_HOSTNAME": check_hostname,
+        }
+        try:
+            with pytest.raises(KafkaConnectError) as caught:
+                await check_kafka(Settings.from_env(env), timeout_s=3)
+        finally:
+            server.close()
+        return caught.value
+
+    refused = asyncio.run(scenario("true"))
+    assert refused.reason == "tls"
+    assert "TLS verification failed" in str(refused)
+    assert "certificate does not name 127.0.0.1" in str(refused)
+    assert "JOURNEYSTREAM_KAFKA_SSL_CHECK_HOSTNAME" in str(refused)
+    assert asyncio.run(scenario("false")).reason == "protocol"
