@@ -9,14 +9,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from journeystream.config import Settings
+from journeystream.kafka_options import kafka_options
 from journeystream.supervise import free_port_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
+
+
+def client_options(bootstrap: str) -> dict[str, Any]:
+    """Connection options of a benchmark client, built like every client of the project
+    (`kafka_options`); the benchmarks' own broker is PLAINTEXT on 127.0.0.1."""
+    return kafka_options(Settings.from_env({"JOURNEYSTREAM_KAFKA_BOOTSTRAP": bootstrap}))
 
 
 @contextmanager
@@ -42,13 +51,13 @@ async def fill_topic(
 ) -> None:
     """Produce `messages` (key, value) to `topic`; create it first when `partitions` > 0."""
     if partitions:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(bootstrap))
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
         finally:
             await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         for key, value in messages:

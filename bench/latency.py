@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.broker import local_broker
 from journeystream.config import Settings
+from journeystream.kafka_options import kafka_options
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import SimConfig, generate, send_to_kafka
 from journeystream.supervise import WorkerProcess, worker_env
@@ -55,7 +56,15 @@ def _one_rate(bootstrap: str, rate: float) -> tuple[float, float, float]:
             worker.wait_ready()
             started = time.monotonic()
             # generated lazily: event times follow the wall clock as the producer paces them
-            asyncio.run(send_to_kafka(generate(config), bootstrap, settings.topic_interactions, rate))
+            asyncio.run(
+                send_to_kafka(
+                    generate(config),
+                    bootstrap,
+                    settings.topic_interactions,
+                    rate,
+                    client_options=kafka_options(settings),
+                )
+            )
             achieved = events / (time.monotonic() - started)
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while _count(worker.metrics()) < events and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
-from bench.broker import fill_topic, local_broker
+from bench.broker import client_options, fill_topic, local_broker
 from journeystream.simulate import SimConfig, generate
 
 EVENTS = 200_000
@@ -19,7 +19,7 @@ async def drain(bootstrap: str, topic: str, expected: int) -> float:
     """Seconds for one aiokafka consumer to read `expected` records of `topic` from the start."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,

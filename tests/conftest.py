@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    port = int(os.environ.get("JOURNEYSTREAM_TEST_KAFKA_PORT", "0")) or free_port_pair()
-    state = ROOT / ".local" / f"test-kafka-{port}"
+@contextmanager
+def running_broker(port: int, name: str = "test-kafka", **extra_env: str) -> Iterator[str]:
+    """A fresh broker (deploy/kafka/broker.sh) on 127.0.0.1:`port`, state in
+    .local/`name`-`port`; `extra_env` reaches the script (e.g. KAFKA_SASL_SSL_DIR). Yields the
+    bootstrap address; stops the broker by PID and removes its state at the end."""
+    state = ROOT / ".local" / f"{name}-{port}"
     shutil.rmtree(state, ignore_errors=True)
-    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(state)}
+    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_STATE_DIR": str(state), **extra_env}
     started = subprocess.run(
         [str(BROKER_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
     )
@@ -38,6 +41,13 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         subprocess.run([str(BROKER_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    port = int(os.environ.get("JOURNEYSTREAM_TEST_KAFKA_PORT", "0")) or free_port_pair()
+    with running_broker(port) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from journeystream.core.events import Event
 from journeystream.errors import (
     ConfigError,
     JourneystreamError,
+    KafkaConnectError,
     MigrationError,
     SinkClosedError,
     SinkError,
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigError",
     "Event",
     "JourneystreamError",
+    "KafkaConnectError",
     "MigrationError",
     "Rejection",
     "Settings",

@@ -151,6 +151,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from journeystream import simulate
+    from journeystream.kafka_options import kafka_options
     from journeystream.runtime.topics import ensure_topics
 
     config = sim_config(args)
@@ -160,10 +161,16 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote {count} messages to {args.to}")
         return 0
     settings = Settings.from_env()
-    asyncio.run(ensure_topics(settings, [settings.topic_interactions]))
+    asyncio.run(ensure_topics(settings, [settings.topic_interactions]))  # checks the connection first
     rate = args.rate or None
     count = asyncio.run(
-        simulate.send_to_kafka(messages, settings.kafka_bootstrap, settings.topic_interactions, rate)
+        simulate.send_to_kafka(
+            messages,
+            settings.kafka_bootstrap,
+            settings.topic_interactions,
+            rate,
+            client_options=kafka_options(settings),
+        )
     )
     print(f"sent {count} messages to {settings.topic_interactions}")
     return 0

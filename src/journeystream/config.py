@@ -1,14 +1,18 @@
 """Settings from JOURNEYSTREAM_* environment variables, with documented defaults.
 
-`Settings.from_env()` reads and checks them once; the object is frozen. Secrets (the DSN's
-password) are masked by `Settings.describe()`, which is all that is ever logged.
+`Settings.from_env()` reads and checks them once; the object is frozen. Secrets (the SASL
+password, passwords read from `*_FILE` settings, the DSN's and the Alertmanager URL's
+password) are masked by `Settings.describe()`, which is all that is ever logged, and left out
+of the object's repr. Secret files are read once, at start: an unreadable or empty one, or a
+combination of settings that cannot work (SASL without a user, a CA file on a PLAINTEXT
+connection, ...), stops the process with one line naming the setting.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +38,29 @@ def _port(text: str) -> int:
     return value
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MASK = "***"
+
+
 def _store(text: str) -> str:
     if text not in ("memory://", "rocksdb://"):
         raise ValueError("must be memory:// or rocksdb://")
@@ -46,6 +73,8 @@ class _Setting:
     default: str
     parse: Callable[[str], Any]
     doc: str
+    secret: bool = False
+    """Never shown: masked by describe(), left out of repr and of error messages."""
 
 
 # One row per setting: (attribute name, env suffix, default, parser, description).
@@ -53,6 +82,62 @@ class _Setting:
 _SETTINGS: dict[str, _Setting] = {
     "kafka_bootstrap": _Setting(
         "KAFKA_BOOTSTRAP", "127.0.0.1:9092", str, "Kafka bootstrap servers (comma-separated host:port)"
+    ),
+    "kafka_security_protocol": _Setting(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _choice(*KAFKA_SECURITY_PROTOCOLS),
+        "Kafka security protocol of every client: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL "
+        "(SASL over TLS: what managed Kafka services expect)",
+    ),
+    "kafka_sasl_mechanism": _Setting(
+        "KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        _choice(*KAFKA_SASL_MECHANISMS),
+        "SASL mechanism (SASL_* protocols): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    ),
+    "kafka_sasl_username": _Setting(
+        "KAFKA_SASL_USERNAME", "", str, "SASL user name; required with the SASL_* protocols"
+    ),
+    "kafka_sasl_password": _Setting(
+        "KAFKA_SASL_PASSWORD",
+        "",
+        str,
+        "SASL password (never logged); prefer KAFKA_SASL_PASSWORD_FILE",
+        secret=True,
+    ),
+    "kafka_sasl_password_file": _Setting(
+        "KAFKA_SASL_PASSWORD_FILE",
+        "",
+        str,
+        "File holding the SASL password (e.g. a mounted Kubernetes secret), read once at start; "
+        "a trailing newline is ignored",
+    ),
+    "kafka_ssl_cafile": _Setting(
+        "KAFKA_SSL_CAFILE",
+        "",
+        str,
+        "PEM file of the CA(s) that sign the brokers' certificates (SSL, SASL_SSL); "
+        "empty = the system's trusted CAs",
+    ),
+    "kafka_ssl_certfile": _Setting(
+        "KAFKA_SSL_CERTFILE", "", str, "PEM client certificate for mutual TLS (mTLS); empty = none"
+    ),
+    "kafka_ssl_keyfile": _Setting(
+        "KAFKA_SSL_KEYFILE", "", str, "PEM private key of the client certificate (mTLS)"
+    ),
+    "kafka_ssl_key_password_file": _Setting(
+        "KAFKA_SSL_KEY_PASSWORD_FILE",
+        "",
+        str,
+        "File holding the password of an encrypted client key; empty = the key is not encrypted",
+    ),
+    "kafka_ssl_check_hostname": _Setting(
+        "KAFKA_SSL_CHECK_HOSTNAME",
+        "true",
+        _boolean,
+        "Check that the broker's certificate names the host connected to; turn off only for "
+        "brokers reached by an address their certificate does not list",
     ),
     "app_id": _Setting(
         "APP_ID", "journeystream", str, "Faust app id = Kafka consumer group and prefix of internal topics"
@@ -86,6 +171,19 @@ _SETTINGS: dict[str, _Setting] = {
     ),
     "clickhouse_database": _Setting(
         "CLICKHOUSE_DATABASE", "journeystream", str, "ClickHouse database holding the tables"
+    ),
+    "clickhouse_password_file": _Setting(
+        "CLICKHOUSE_PASSWORD_FILE",
+        "",
+        str,
+        "File holding the ClickHouse password (the DSN then carries the user only), read once at start",
+    ),
+    "clickhouse_ca_file": _Setting(
+        "CLICKHOUSE_CA_FILE",
+        "",
+        str,
+        "PEM CA file that signs the ClickHouse server's certificate (https:// DSN); "
+        "empty = the system's trusted CAs",
     ),
     "events_ttl_days": _Setting(
         "EVENTS_TTL_DAYS", "90", _positive_int, "Retention of interaction_events and rejected_events"
@@ -160,6 +258,21 @@ _SETTINGS: dict[str, _Setting] = {
         "Alertmanager base URL (e.g. http://127.0.0.1:9093); alerts are posted to /api/v2/alerts, "
         "with retries; empty = alerts go to the alerts topic and table only",
     ),
+    "alertmanager_username": _Setting(
+        "ALERTMANAGER_USERNAME", "", str, "Basic-auth user for Alertmanager; empty = no authentication"
+    ),
+    "alertmanager_password_file": _Setting(
+        "ALERTMANAGER_PASSWORD_FILE",
+        "",
+        str,
+        "File holding the Alertmanager basic-auth password, read once at start",
+    ),
+    "alertmanager_ca_file": _Setting(
+        "ALERTMANAGER_CA_FILE",
+        "",
+        str,
+        "PEM CA file that signs Alertmanager's certificate (https:// URL); empty = the system's trusted CAs",
+    ),
     "alert_eval_ms": _Setting(
         "ALERT_EVAL_MS", "5000", _positive_int, "How often the alert evaluator looks for complete minutes"
     ),
@@ -188,6 +301,16 @@ _SETTINGS: dict[str, _Setting] = {
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str = field(repr=False)
+    kafka_sasl_password_file: str
+    kafka_ssl_cafile: str
+    kafka_ssl_certfile: str
+    kafka_ssl_keyfile: str
+    kafka_ssl_key_password_file: str
+    kafka_ssl_check_hostname: bool
     app_id: str
     topic_interactions: str
     topic_rejected: str
@@ -197,6 +320,8 @@ class Settings:
     partitions: int
     clickhouse_dsn: str
     clickhouse_database: str
+    clickhouse_password_file: str
+    clickhouse_ca_file: str
     events_ttl_days: int
     facts_ttl_days: int
     sink_batch_rows: int
@@ -211,6 +336,9 @@ class Settings:
     kpi_horizon_ms: int
     alert_rules: str
     alertmanager_url: str
+    alertmanager_username: str
+    alertmanager_password_file: str
+    alertmanager_ca_file: str
     alert_eval_ms: int
     alert_resend_ms: int
     schemas_dir: str
@@ -219,6 +347,10 @@ class Settings:
     http_host: str
     http_port: int
     log_level: str
+    # Secrets read from the *_FILE settings at start (not settings themselves).
+    kafka_ssl_key_password: str = field(default="", repr=False)
+    clickhouse_password: str = field(default="", repr=False)
+    alertmanager_password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -230,18 +362,30 @@ class Settings:
             try:
                 values[name] = setting.parse(text)
             except ValueError as exc:
-                raise ConfigError(f"{PREFIX}{setting.env}={text!r}: {exc}") from None
+                shown = MASK if setting.secret else repr(text)
+                raise ConfigError(f"{PREFIX}{setting.env}={shown}: {exc}") from None
         if not values["clickhouse_dsn"]:
             path = Path(values["data_dir"], "clickhouse").resolve()
             values["clickhouse_dsn"] = f"chdb://{path}"
+        values.update(_check_kafka_security(values))
+        values.update(_check_clickhouse_security(values))
+        values.update(_check_alertmanager_security(values))
         return cls(**values)
 
     def describe(self) -> dict[str, str]:
-        """Every setting as it may be logged: passwords in the DSN are masked."""
+        """Every setting as it may be logged: passwords masked (`***` when set, empty when not)."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        for name in SECRET_FIELDS:
+            shown[name] = MASK if getattr(self, name) else ""
         shown["clickhouse_dsn"] = mask_password(self.clickhouse_dsn)
         shown["alertmanager_url"] = mask_password(self.alertmanager_url)
         return shown
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold (for tests that scan outputs for leaks)."""
+        found = [str(getattr(self, name)) for name in SECRET_FIELDS]
+        found += [urlsplit(url).password or "" for url in (self.clickhouse_dsn, self.alertmanager_url)]
+        return [secret for secret in found if secret]
 
     @property
     def topic_by_device(self) -> str:
@@ -257,6 +401,149 @@ class Settings:
     def kafka_url(self) -> str:
         """The bootstrap servers in Faust's `kafka://` form."""
         return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(","))
+
+
+SECRET_FIELDS = (
+    *(name for name, setting in _SETTINGS.items() if setting.secret),
+    "kafka_ssl_key_password",
+    "clickhouse_password",
+    "alertmanager_password",
+)
+
+
+def _name(attribute: str) -> str:
+    return PREFIX + _SETTINGS[attribute].env
+
+
+def read_secret_file(attribute: str, path: str) -> str:
+    """The content of a secret file named by the setting `attribute`, without its trailing
+    newline; ConfigError (naming the setting, never the content) when unreadable or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{_name(attribute)}={path!r}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{_name(attribute)}={path!r}: not UTF-8 text") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(f"{_name(attribute)}={path!r}: the file is empty")
+    return secret
+
+
+def _check_readable(attribute: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{_name(attribute)}={path!r}: cannot read it ({exc.strerror})") from None
+
+
+def _check_kafka_security(values: dict[str, Any]) -> dict[str, Any]:
+    """Refuse combinations that cannot work; read the secret files. Returns resolved values."""
+    protocol = values["kafka_security_protocol"]
+    protocol_name = f"{_name('kafka_security_protocol')}={protocol}"
+    resolved: dict[str, Any] = {}
+    sasl = ("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file")
+    if protocol.startswith("SASL_"):
+        if not values["kafka_sasl_username"]:
+            raise ConfigError(f"{_name('kafka_sasl_username')} is required with {protocol_name}")
+        if values["kafka_sasl_password"] and values["kafka_sasl_password_file"]:
+            raise ConfigError(
+                f"set either {_name('kafka_sasl_password')} or {_name('kafka_sasl_password_file')}, not both"
+            )
+        if values["kafka_sasl_password_file"]:
+            resolved["kafka_sasl_password"] = read_secret_file(
+                "kafka_sasl_password_file", values["kafka_sasl_password_file"]
+            )
+        elif not values["kafka_sasl_password"]:
+            raise ConfigError(
+                f"{_name('kafka_sasl_password_file')} (or {_name('kafka_sasl_password')}) "
+                f"is required with {protocol_name}"
+            )
+    else:
+        for attribute in sasl:
+            if values[attribute]:
+                raise ConfigError(f"{_name(attribute)} is set but {protocol_name} does not use SASL")
+    tls = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_key_password_file")
+    if not protocol.endswith("SSL"):
+        for attribute in tls:
+            if values[attribute]:
+                raise ConfigError(f"{_name(attribute)} is set but {protocol_name} does not use TLS")
+        return resolved
+    for attribute in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+        if values[attribute]:
+            _check_readable(attribute, values[attribute])
+    if values["kafka_ssl_keyfile"] and not values["kafka_ssl_certfile"]:
+        raise ConfigError(
+            f"{_name('kafka_ssl_keyfile')} is set without {_name('kafka_ssl_certfile')} "
+            "(the client certificate it belongs to)"
+        )
+    if values["kafka_ssl_key_password_file"]:
+        if not values["kafka_ssl_certfile"]:
+            raise ConfigError(
+                f"{_name('kafka_ssl_key_password_file')} is set without {_name('kafka_ssl_certfile')}"
+            )
+        resolved["kafka_ssl_key_password"] = read_secret_file(
+            "kafka_ssl_key_password_file", values["kafka_ssl_key_password_file"]
+        )
+    return resolved
+
+
+def _check_clickhouse_security(values: dict[str, Any]) -> dict[str, Any]:
+    parts = urlsplit(values["clickhouse_dsn"])
+    resolved: dict[str, Any] = {}
+    if values["clickhouse_password_file"]:
+        if parts.scheme not in ("http", "https"):
+            raise ConfigError(
+                f"{_name('clickhouse_password_file')} is set but {_name('clickhouse_dsn')} "
+                "is not a server (http:// or https://)"
+            )
+        if parts.password is not None:
+            raise ConfigError(
+                f"{_name('clickhouse_dsn')} has a password and {_name('clickhouse_password_file')} "
+                "is set: use one of them"
+            )
+        resolved["clickhouse_password"] = read_secret_file(
+            "clickhouse_password_file", values["clickhouse_password_file"]
+        )
+    _check_https_ca(values, "clickhouse_ca_file", "clickhouse_dsn")
+    return resolved
+
+
+def _check_alertmanager_security(values: dict[str, Any]) -> dict[str, Any]:
+    url = values["alertmanager_url"]
+    parts = urlsplit(url)
+    resolved: dict[str, Any] = {}
+    auth = ("alertmanager_username", "alertmanager_password_file", "alertmanager_ca_file")
+    if not url:
+        for attribute in auth:
+            if values[attribute]:
+                raise ConfigError(f"{_name(attribute)} is set but {_name('alertmanager_url')} is empty")
+        return resolved
+    if bool(values["alertmanager_username"]) != bool(values["alertmanager_password_file"]):
+        raise ConfigError(
+            f"set both {_name('alertmanager_username')} and {_name('alertmanager_password_file')}, or neither"
+        )
+    if values["alertmanager_username"]:
+        if parts.username is not None:
+            raise ConfigError(
+                f"{_name('alertmanager_url')} has a user and {_name('alertmanager_username')} is set: "
+                "use one of them"
+            )
+        resolved["alertmanager_password"] = read_secret_file(
+            "alertmanager_password_file", values["alertmanager_password_file"]
+        )
+    _check_https_ca(values, "alertmanager_ca_file", "alertmanager_url")
+    return resolved
+
+
+def _check_https_ca(values: dict[str, Any], ca_attribute: str, url_attribute: str) -> None:
+    """A CA file only makes sense for an https:// URL, and must be readable."""
+    if not values[ca_attribute]:
+        return
+    if urlsplit(values[url_attribute]).scheme != "https":
+        raise ConfigError(f"{_name(ca_attribute)} is set but {_name(url_attribute)} is not https://")
+    _check_readable(ca_attribute, values[ca_attribute])
 
 
 def mask_password(dsn: str) -> str:

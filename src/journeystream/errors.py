@@ -2,6 +2,8 @@
 
     JourneystreamError
     ├── ConfigError          a JOURNEYSTREAM_* setting or a rules file is invalid
+    ├── KafkaConnectError    the first connection to Kafka failed: authentication, TLS
+    │                        verification, protocol mismatch or an unreachable broker
     ├── MigrationError       a schemas/clickhouse/*.sql statement failed
     ├── KafkaUnavailableError the broker could not be reached at start
     └── SinkError            a write to the store failed
@@ -19,6 +21,16 @@ class JourneystreamError(Exception):
 
 class ConfigError(JourneystreamError):
     """A setting or a rules file is invalid; the message names it and says what is expected."""
+
+
+class KafkaConnectError(JourneystreamError):
+    """Connecting to Kafka at start failed. The message is one line naming the cause and the
+    setting to look at (never a secret); `reason` is one of `authentication`, `tls`,
+    `protocol` or `unreachable`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MigrationError(JourneystreamError):

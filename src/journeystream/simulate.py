@@ -40,7 +40,7 @@ import bisect
 import heapq
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -285,16 +285,21 @@ async def send_to_kafka(
     topic: str,
     rate: float | None,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Produce `messages` to `topic`, at most `rate` per second (None: as fast as possible).
 
+    `client_options` are the connection options of a secured cluster
+    (`kafka_options(settings)`: security protocol, SASL, TLS); `bootstrap` wins over theirs.
     Waits for every acknowledgement, then flushes and stops the producer. Returns the count.
     """
     from aiokafka import AIOKafkaProducer  # imported here: generating needs no Kafka client
 
     if rate is not None and rate <= 0:
         raise ValueError("rate must be > 0 or None")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    options = {**(client_options or {}), "bootstrap_servers": bootstrap}
+    producer = AIOKafkaProducer(**options, linger_ms=20, acks="all")
     await producer.start()
     try:
         return await _produce_all(producer, messages, topic, rate, on_progress)

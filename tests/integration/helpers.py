@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from journeystream.config import Settings
+from journeystream.kafka_options import kafka_options
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.store import StoreTarget
 from journeystream.supervise import WorkerProcess
@@ -23,9 +24,22 @@ def worker_env(bootstrap: str, name: str, data_dir: Path, **extra: str) -> dict[
     return isolated_worker_env(bootstrap, name, data_dir, **{**settings, **extra})
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+def client_options(bootstrap: str, settings: Settings | None) -> dict[str, Any]:
+    """Connection options of a test client: the secured cluster's (`kafka_options`) when
+    `settings` are given, plain otherwise; `bootstrap` always wins."""
+    options = kafka_options(settings) if settings is not None else {}
+    return {**options, "bootstrap_servers": bootstrap}
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    settings: Settings | None = None,
+) -> int:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_request_size=2_000_000
+        **client_options(bootstrap, settings), linger_ms=20, acks="all", max_request_size=2_000_000
     )
     await producer.start()
     count = 0
@@ -39,11 +53,13 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | N
     return count
 
 
-async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
+async def consume_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 60.0, *, settings: Settings | None = None
+) -> list[Any]:
     """Read a topic from the start until `expected` messages arrived (or the timeout)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap, settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,

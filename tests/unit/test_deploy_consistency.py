@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import yaml
 
 from journeystream.cli import _parser
 from journeystream.config import _SETTINGS, PREFIX, Settings
+from journeystream.kafka_options import kafka_options
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+SECURED_COMPOSE = ROOT / "docker-compose.secured.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "deploy" / "k8s"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -154,6 +157,65 @@ def test_compose_commands_are_valid_cli_calls(compose: dict[str, Any]) -> None:
     command = compose["services"]["simulator"]["command"]
     args = parser.parse_args(command)  # unknown flags exit with SystemExit
     assert args.to == "kafka" and args.rate == 200 and args.start == "now"
+
+
+def test_secured_compose_override_reaches_kafka_over_sasl_ssl(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """docker-compose.secured.yml: the clients' SASL_SSL settings name compose secrets that
+    deploy/kafka/dev-secrets.sh makes, the broker serves SASL_SSL where they connect, and the
+    one-shot kafka-users service creates their SCRAM user before they start."""
+    secured = yaml.safe_load(SECURED_COMPOSE.read_text())
+    services = secured["services"]
+    assert set(services) - {"kafka-users"} <= set(compose["services"])
+    # the secrets: made by dev-secrets.sh under the folder the file names
+    made = tmp_path / "compose-secrets"
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "kafka" / "dev-secrets.sh"), str(made)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    files = {}
+    for name, secret in secured["secrets"].items():
+        source = Path(secret["file"])
+        assert source.parent == Path(".local/compose-secrets"), f"{name}: {source}"
+        assert (made / source.name).is_file(), f"{name}: dev-secrets.sh makes no {source.name}"
+        files[name] = (made / source.name).read_text()
+    kafka = {**environment(compose["services"]["kafka"]), **environment(services["kafka"])}
+    for name in ("worker", "simulator"):
+        service = services[name]
+        env = {**environment(compose["services"][name]), **environment(service)}
+        env = {k: compose_defaults(v) for k, v in env.items()}
+        assert all(key in known_variables() for key in env if key.startswith(PREFIX))
+        mounted = {"/run/secrets": {secret: files[secret] for secret in service["secrets"]}}
+        resolved, pointing = materialize(env, mounted, tmp_path / name)
+        assert pointing == {"JOURNEYSTREAM_KAFKA_SASL_PASSWORD_FILE", "JOURNEYSTREAM_KAFKA_SSL_CAFILE"}
+        settings = Settings.from_env(resolved)
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        kafka_options(settings)  # the CA file is a usable PEM CA
+        # the broker advertises a SASL_SSL listener at the bootstrap address
+        advertised = dict(
+            reversed(item.split("://", 1)) for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert protocols[advertised[settings.kafka_bootstrap]] == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+        assert service["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
+        user_command = " ".join(services["kafka-users"]["command"])
+        assert f"--entity-name {settings.kafka_sasl_username}" in user_command
+        assert (
+            f"{settings.kafka_sasl_mechanism}=[password=$$(cat /run/secrets/kafka-password)]" in user_command
+        )
+        assert "kafka-password" in services["kafka-users"]["secrets"]
+    # every SASL_SSL listener has its JAAS entry; the keystore is a mounted secret
+    for listener, protocol in protocols.items():
+        if protocol.startswith("SASL_"):
+            jaas = f"KAFKA_LISTENER_NAME_{listener.replace('_', '__')}_SCRAM___SHA___512_SASL_JAAS_CONFIG"
+            assert "ScramLoginModule required" in kafka[jaas], listener
+    keystore = kafka["KAFKA_SSL_KEYSTORE_LOCATION"]
+    assert keystore.startswith("/run/secrets/") and keystore.split("/")[-1] in services["kafka"]["secrets"]
+    assert kafka["KAFKA_SSL_KEYSTORE_TYPE"] == "PEM"
+    # the host listener stays on 127.0.0.1 only
+    assert all(str(port).startswith("127.0.0.1:") for port in compose["services"]["kafka"]["ports"])
 
 
 def test_compose_mounted_paths_exist(compose: dict[str, Any]) -> None:
@@ -339,21 +401,69 @@ def test_grafana_datasources_are_provisioned_from_set_variables(compose: dict[st
 # -- Kubernetes -------------------------------------------------------------------------------
 
 
-def test_k8s_manifests_use_real_settings_and_secrets(k8s: dict[str, dict[str, Any]]) -> None:
+def materialize(
+    settings_env: dict[str, str], files: dict[str, dict[str, str]], root: Path
+) -> tuple[dict[str, str], set[str]]:
+    """Write `files` (mount path -> {file name: content}) under `root` and point the settings
+    that name them there. Returns the rewritten settings and the names of those settings;
+    a setting naming a path under a mount but not one of its files fails the test."""
+    env = dict(settings_env)
+    pointing = set()
+    for mount, contents in files.items():
+        for name, content in contents.items():
+            target = root / mount.lstrip("/") / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        for key, value in settings_env.items():
+            if value.startswith(mount.rstrip("/") + "/"):
+                name = value[len(mount.rstrip("/")) + 1 :]
+                assert name in contents, f"{key}={value}: no file {name!r} in what is mounted at {mount}"
+                env[key] = str(root / mount.lstrip("/") / name)
+                pointing.add(key)
+    return env, pointing
+
+
+FILE_SETTINGS = {
+    "JOURNEYSTREAM_KAFKA_SASL_PASSWORD_FILE",
+    "JOURNEYSTREAM_KAFKA_SSL_CAFILE",
+    "JOURNEYSTREAM_CLICKHOUSE_PASSWORD_FILE",
+    "JOURNEYSTREAM_CLICKHOUSE_CA_FILE",
+}
+
+
+def test_k8s_manifests_use_real_settings_and_secrets(k8s: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     known = known_variables()
     config = k8s["ConfigMap/journeystream-config"]["data"]
-    secret = k8s["Secret/journeystream-clickhouse"]["stringData"]
-    for key in [*config, *secret]:
+    for key in config:
         assert key in known, f"{key} is not a journeystream setting"
-    assert "JOURNEYSTREAM_CLICKHOUSE_DSN" in secret and "JOURNEYSTREAM_CLICKHOUSE_DSN" not in config
-    settings = Settings.from_env({**config, **secret})
+    # no secret in the ConfigMap: passwords come from files of mounted Secrets
+    assert urlsplit(config["JOURNEYSTREAM_CLICKHOUSE_DSN"]).password is None
+    assert not [key for key in config if key.endswith("PASSWORD")]
+    statefulset = k8s["StatefulSet/journeystream-worker"]
+    pod = statefulset["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    refs = {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]}
+    assert refs == {"journeystream-config"}
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert set(secret_volumes.values()) == {"journeystream-kafka", "journeystream-clickhouse"}
+    mounted = {}
+    for mount in container["volumeMounts"]:
+        if mount["name"] in secret_volumes:
+            assert mount.get("readOnly") is True
+            mounted[mount["mountPath"]] = k8s[f"Secret/{secret_volumes[mount['name']]}"]["stringData"]
+    for volume in pod["volumes"]:
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] & 0o007 == 0, "secret files readable by others"
+    env, pointing = materialize(config, mounted, tmp_path)
+    assert pointing == FILE_SETTINGS, "every secret setting names a file of a mounted Secret"
+    settings = Settings.from_env(env)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_password == "CHANGE-ME" and settings.clickhouse_password == "CHANGE-ME"
+    assert urlsplit(settings.clickhouse_dsn).scheme == "https"
+    assert settings.kafka_ssl_check_hostname is True
     assert settings.store == "rocksdb://"
     assert settings.http_host == "0.0.0.0"
-    statefulset = k8s["StatefulSet/journeystream-worker"]
     assert statefulset["spec"]["replicas"] <= settings.partitions, "workers beyond partitions stay idle"
-    container = statefulset["spec"]["template"]["spec"]["containers"][0]
-    refs = {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]}
-    assert refs == {"journeystream-config", "journeystream-clickhouse"}
     for item in container.get("env", []):
         assert item["name"] in known
     # RocksDB state on the pod's own volume, mounted at DATA_DIR

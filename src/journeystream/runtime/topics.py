@@ -8,6 +8,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from journeystream.config import Settings
+from journeystream.kafka_options import check_kafka, kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,14 @@ def service_topics(settings: Settings) -> list[str]:
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create the named topics (default: all of the service's) that do not exist yet;
-    returns the ones created. Existing topics are left as they are."""
+    returns the ones created. Existing topics are left as they are.
+
+    This is the first connection of the worker and the simulator: `check_kafka` runs first,
+    so a wrong password, an untrusted certificate, a protocol mismatch or an unreachable
+    broker ends the start with one KafkaConnectError line."""
     wanted = names if names is not None else service_topics(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await check_kafka(settings)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -1,14 +1,16 @@
 """Connecting to ClickHouse (embedded chDB or a server) and applying the DDL.
 
 The same code serves both: `chdb:///path` opens embedded ClickHouse in this process (one
-path per process, one process per path), `http(s)://user:pass@host:port/db` a server.
+path per process, one process per path), `http(s)://user:pass@host:port/db` a server. Over
+https the server's certificate is verified (JOURNEYSTREAM_CLICKHOUSE_CA_FILE, else the system's
+CAs); the password may come from JOURNEYSTREAM_CLICKHOUSE_PASSWORD_FILE instead of the DSN.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -26,10 +28,13 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True, slots=True)
 class StoreTarget:
-    """Where the tables live: a DSN to connect with and the database name."""
+    """Where the tables live: a DSN to connect with, the database name, and for a server the
+    password read from a file (else the DSN's) and the CA file that verifies it (https)."""
 
     dsn: str
     database: str
+    password: str = field(default="", repr=False)
+    ca_file: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoreTarget:
@@ -39,7 +44,9 @@ class StoreTarget:
             database = parts.path.strip("/")  # the DSN's path names the database (SPEC §5)
         if not _IDENTIFIER.fullmatch(database):
             raise ConfigError(f"ClickHouse database name {database!r} is not a plain identifier")
-        return cls(settings.clickhouse_dsn, database)
+        return cls(
+            settings.clickhouse_dsn, database, settings.clickhouse_password, settings.clickhouse_ca_file
+        )
 
     @property
     def embedded(self) -> bool:
@@ -55,12 +62,15 @@ def connect(target: StoreTarget) -> Any:
         return clickhouse_connect.get_client(dsn=f"chdb://{path}")
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"unsupported ClickHouse DSN scheme in {mask_password(target.dsn)!r}")
+    secure = parts.scheme == "https"
     return clickhouse_connect.get_client(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or (8443 if parts.scheme == "https" else 8123),
+        port=parts.port or (8443 if secure else 8123),
         username=unquote(parts.username or "default"),
-        password=unquote(parts.password or ""),
-        secure=parts.scheme == "https",
+        password=target.password or unquote(parts.password or ""),
+        secure=secure,
+        verify=True,
+        ca_cert=(target.ca_file or None) if secure else None,
     )
 
 
