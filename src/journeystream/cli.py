@@ -109,7 +109,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from journeystream.metrics import Metrics
     from journeystream.runtime.app import WorkerService
-    from journeystream.runtime.connect import reach_kafka
+    from journeystream.runtime.topics import ensure_topics
     from journeystream.sinks.clickhouse import ClickHouseWriter
     from journeystream.sinks.store import StoreTarget, migrate
 
@@ -117,7 +117,7 @@ def _worker(args: argparse.Namespace) -> int:
     log.info("settings: %s", settings.describe())
     rules = load_alert_rules(settings)  # a broken rules file stops the worker before it starts
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(reach_kafka(settings))  # creates missing topics; one line and exit 2 if unreachable
+    asyncio.run(ensure_topics(settings))  # reaches the broker first: one line and exit 2 if it cannot
     writer = ClickHouseWriter(StoreTarget.from_settings(settings))
     try:
         writer.call(lambda client: migrate(client, settings, writer.database))

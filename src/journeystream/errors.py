@@ -5,7 +5,6 @@
     ├── KafkaConnectError    the first connection to Kafka failed: authentication, TLS
     │                        verification, protocol mismatch or an unreachable broker
     ├── MigrationError       a schemas/clickhouse/*.sql statement failed
-    ├── KafkaUnavailableError the broker could not be reached at start
     └── SinkError            a write to the store failed
         └── SinkClosedError  rows were added to a sink after it was closed
 
@@ -35,10 +34,6 @@ class KafkaConnectError(JourneystreamError):
 
 class MigrationError(JourneystreamError):
     """Applying the ClickHouse DDL failed."""
-
-
-class KafkaUnavailableError(JourneystreamError):
-    """The broker did not answer at start, after retries; the message says where and why."""
 
 
 class SinkError(JourneystreamError):

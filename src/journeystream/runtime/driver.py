@@ -24,6 +24,7 @@ from aiokafka.errors import ConsumerStoppedError
 from journeystream.config import Settings
 from journeystream.core.alerts import Rule
 from journeystream.core.timeline import NEVER
+from journeystream.kafka_options import kafka_options
 from journeystream.metrics import Metrics
 from journeystream.runtime.alerting import AlertRunner
 from journeystream.runtime.alertmanager import AlertmanagerClient
@@ -67,7 +68,7 @@ class StreamDriver:
         self.settings = settings
         self.metrics = metrics
         self.writer = writer
-        self.client_options = client_options or {"bootstrap_servers": settings.kafka_bootstrap}
+        self.client_options = client_options if client_options is not None else kafka_options(settings)
         self.sink = BatchingSink(
             writer,
             ALL_TABLES,
@@ -87,7 +88,7 @@ class StreamDriver:
         self._last_tick = 0.0
         self.rules = tuple(rules)
         self.alertmanager = (
-            AlertmanagerClient(settings.alertmanager_url, settings.alert_resend_ms / 1000, metrics)
+            AlertmanagerClient.from_settings(settings, metrics)
             if settings.alertmanager_url and rules
             else None
         )
