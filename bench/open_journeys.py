@@ -1,18 +1,23 @@
-"""Memory and recovery with many open journeys, in the worker: N customers each start one
-journey (a `journey_start`, so it stays open for the 30-minute abandonment deadline of event
-time; the input's event times span a few minutes and the wall clock never moves the
-watermark: JOURNEYSTREAM_QUIET_AFTER_MS is a day). Reports the worker's peak RSS, the
-serialized state per open journey (journeystream_state_bytes / open journeys), then kills
-the worker with SIGKILL and measures the restart until a new event is applied: changelog
-recovery plus the restore of every customer state.
+"""Throughput, memory and recovery with many open journeys, in the worker.
 
-Sizes: JOURNEYSTREAM_BENCH_OPEN (default "100000,1000000").
+N customers each start one journey (a `journey_start`, so it stays open for the 30-minute
+abandonment deadline of event time; the input's event times span a few minutes and the wall
+clock never moves the watermark: JOURNEYSTREAM_QUIET_AFTER_MS is a day). Before and after
+the fill, the same simulated burst of BURST events (other customers) is timed: the ratio
+says how much the held state slows the worker down. Then the worker's peak RSS and the
+serialized state per open journey, and two restarts after SIGKILL, each timed until a new
+event is applied: on the kept data dir (the store holds the state; only the changelog tail
+is read) and on an empty one (the whole changelog is read).
+
+Sizes: JOURNEYSTREAM_BENCH_OPEN (default "100000,1000000"); store: JOURNEYSTREAM_BENCH_STORE
+(default rocksdb://, the store the README recommends for large states).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,9 +29,12 @@ import orjson
 from bench.broker import fill_topic, local_broker
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
+from journeystream.simulate import SimConfig, generate
 from journeystream.supervise import WorkerProcess, metric_sum, worker_env
 
 SIZES = tuple(int(n) for n in os.environ.get("JOURNEYSTREAM_BENCH_OPEN", "100000,1000000").split(","))
+STORE = os.environ.get("JOURNEYSTREAM_BENCH_STORE", "rocksdb://")
+BURST = 50_000
 SPAN_MS = 5 * 60_000  # event times of the starts: 5 minutes, far inside the 30-minute deadline
 TIMEOUT_S = 3600.0
 PUSHERS = 64  # distinct keys: every input partition gets some
@@ -64,21 +72,31 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
     start_ms = int(time.time() * 1000) - 3_600_000
     name = f"open{size}"
     with tempfile.TemporaryDirectory() as folder:
+        # static membership, as deployed (the pod name): a restarted worker takes its
+        # partitions back at once, so the restarts time the recovery, not a session timeout
         env = worker_env(
-            bootstrap, name, folder, quiet_after_ms=str(86_400_000), group_instance_id=f"{name}-w0"
+            bootstrap,
+            name,
+            folder,
+            quiet_after_ms=str(86_400_000),
+            store=STORE,
+            group_instance_id=f"{name}-w0",
         )
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
-        # starts 10 s later, on every partition (the watermark is the minimum over them),
-        # move the watermark past every other one
-        starts = _starts(size, start_ms, "C") + _starts(PUSHERS, start_ms + SPAN_MS + 10_000, "Z")
-        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, starts))
         worker = WorkerProcess(env, Path(folder) / "worker.log")
         worker.start()
         worker.wait_ready()
+        empty_rate = _burst(worker, bootstrap, settings.topic_interactions, start_ms - 600_000, "B1")
+        # starts 10 s later, on every partition (the watermark is the minimum over them),
+        # move the watermark past every other one
+        starts = _starts(size, start_ms, "C") + _starts(PUSHERS, start_ms + SPAN_MS + 10_000, "Z")
+        applied_before = _applied(worker)
         started = time.monotonic()
-        _wait(lambda: metric_sum(worker.metrics(), "journeystream_open_journeys") >= size)  # Z waits
+        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, starts))
+        _wait(lambda: _applied(worker) >= applied_before + size)  # Z waits
         fill_s = time.monotonic() - started
+        full_rate = _burst(worker, bootstrap, settings.topic_interactions, start_ms + SPAN_MS, "B2")
         time.sleep(3)  # a flush and a gauge update after the last start
         metrics = worker.metrics()
         state_bytes = metric_sum(metrics, "journeystream_state_bytes")
@@ -86,28 +104,62 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
         peak_rss = _peak_rss_bytes(worker)
         assert worker.kill() == -9
 
-        # two more starts after the restart: the first is applied once the state is back
-        late = start_ms + SPAN_MS + 20_000
-        more = _starts(1, late, "R") + _starts(PUSHERS, late + 10_000, "S")
-        asyncio.run(fill_topic(bootstrap, settings.topic_interactions, more))
-        restarted = WorkerProcess(env, Path(folder) / "worker.log")
-        started = time.monotonic()
-        restarted.start()
-        try:
-            _wait(lambda: _applied(restarted) >= 1)
-            recovery_s = time.monotonic() - started
-            recovered_rss = _peak_rss_bytes(restarted)
-        finally:
-            restarted.stop()
+        recovery_s, recovered_rss = _recover(env, bootstrap, settings, Path(folder), start_ms, "R")
+        shutil.rmtree(Path(folder) / "state", ignore_errors=True)  # the local store is gone
+        empty_dir_s, _ = _recover(env, bootstrap, settings, Path(folder), start_ms, "S")
     return {
         "open_journeys": open_journeys,
         "fill_s": fill_s,
+        "empty_state_events_per_s": empty_rate,
+        "full_state_events_per_s": full_rate,
+        "full_over_empty": full_rate / empty_rate,
         "peak_rss_mb": peak_rss / 2**20,
         "state_bytes_per_open_journey": state_bytes / max(open_journeys, 1),
         "rss_bytes_per_open_journey": peak_rss / max(open_journeys, 1),
-        "recovery_s": recovery_s,
+        "recovery_kept_dir_s": recovery_s,
+        "recovery_empty_dir_s": empty_dir_s,
         "peak_rss_after_recovery_mb": recovered_rss / 2**20,
     }
+
+
+def _burst(worker: WorkerProcess, bootstrap: str, topic: str, start_ms: int, seed_prefix: str) -> float:
+    """Events/s for the worker to store and apply a simulated burst of BURST events."""
+    config = SimConfig(
+        seed=len(seed_prefix) + ord(seed_prefix[-1]),
+        customers=5_000,
+        events=BURST,
+        start_ms=start_ms,
+        events_per_second=50.0,
+    )
+    messages = [(m.key, m.value) for m in generate(config)]
+    before = metric_sum(worker.metrics(), "journeystream_sink_rows_total", table="interaction_events")
+    asyncio.run(fill_topic(bootstrap, topic, messages))
+    started = time.monotonic()
+    _wait(
+        lambda: (
+            metric_sum(worker.metrics(), "journeystream_sink_rows_total", table="interaction_events")
+            >= before + len(messages)
+        )
+    )
+    return len(messages) / (time.monotonic() - started)
+
+
+def _recover(
+    env: dict[str, str], bootstrap: str, settings: Settings, folder: Path, start_ms: int, prefix: str
+) -> tuple[float, int]:
+    """Seconds from a restart until a new start is applied, and the peak RSS by then; the
+    worker is then killed again."""
+    late = start_ms + SPAN_MS + 20_000 + (1 if prefix == "R" else 2) * 30_000
+    more = _starts(1, late, prefix) + _starts(PUSHERS, late + 10_000, prefix + "Z")
+    asyncio.run(fill_topic(bootstrap, settings.topic_interactions, more))
+    restarted = WorkerProcess(env, folder / "worker.log")
+    started = time.monotonic()
+    restarted.start()
+    try:
+        _wait(lambda: _applied(restarted) >= 1)
+        return time.monotonic() - started, _peak_rss_bytes(restarted)
+    finally:
+        restarted.kill()
 
 
 def _applied(worker: WorkerProcess) -> float:

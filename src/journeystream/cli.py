@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="journeystream", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    worker = commands.add_parser("worker", help="run the stream worker (Faust)")
+    worker = commands.add_parser("worker", help="run the stream worker")
     worker.set_defaults(run=_worker)
 
     migrate = commands.add_parser("migrate", help="create the ClickHouse database and tables (idempotent)")

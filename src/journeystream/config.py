@@ -140,7 +140,10 @@ _SETTINGS: dict[str, _Setting] = {
         "brokers reached by an address their certificate does not list",
     ),
     "app_id": _Setting(
-        "APP_ID", "journeystream", str, "Faust app id = Kafka consumer group and prefix of internal topics"
+        "APP_ID",
+        "journeystream",
+        str,
+        "Kafka consumer group of the workers and prefix of the internal topics",
     ),
     "topic_interactions": _Setting(
         "TOPIC_INTERACTIONS", "journeystream.interactions", str, "Input topic of interaction events"
@@ -289,9 +292,10 @@ _SETTINGS: dict[str, _Setting] = {
         "STORE",
         "memory://",
         _store,
-        "Faust table store: memory:// or rocksdb:// (state survives restarts locally)",
+        "Stage state store: memory:// (restored from the changelog topics at every start) or rocksdb:// "
+        "(on disk under DATA_DIR/state; a restart restores only the changelog tail)",
     ),
-    "data_dir": _Setting("DATA_DIR", ".local/data", str, "Local state: Faust tables, embedded ClickHouse"),
+    "data_dir": _Setting("DATA_DIR", ".local/data", str, "Local state: stage stores, embedded ClickHouse"),
     "http_host": _Setting("HTTP_HOST", "127.0.0.1", str, "Bind address of /metrics, /health, /ready"),
     "http_port": _Setting("HTTP_PORT", "6066", _port, "Port of /metrics, /health, /ready"),
     "log_level": _Setting("LOG_LEVEL", "info", str, "crit, error, warn, info or debug"),
@@ -396,11 +400,6 @@ class Settings:
     def topic_by_customer(self) -> str:
         """Internal topic: everything for the journey engine, keyed by customer key."""
         return f"{self.app_id}.by-customer"
-
-    @property
-    def kafka_url(self) -> str:
-        """The bootstrap servers in Faust's `kafka://` form."""
-        return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(","))
 
 
 SECRET_FIELDS = (

@@ -9,16 +9,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from journeystream.config import Settings
 from journeystream.kafka_options import check_kafka, kafka_options
+from journeystream.stages.identity import IdentityProcessor
+from journeystream.stages.journeys import JourneyProcessor
 
 log = logging.getLogger(__name__)
 
 
-TABLES = ("links", "customers", "kpi_cells")
-"""The worker's Faust tables (each has a compacted changelog topic)."""
+TABLES = (*IdentityProcessor.stores, *JourneyProcessor.stores)
+"""The stage stores (each backed by a compacted changelog topic)."""
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
-    return f"{settings.app_id}-{table}-changelog"  # Faust's naming
+    return f"{settings.app_id}-{table}-changelog"  # as the Faust runtime named them: they carry on
 
 
 def service_topics(settings: Settings) -> list[str]:
@@ -30,9 +32,7 @@ def service_topics(settings: Settings) -> list[str]:
         settings.topic_alerts,
         settings.topic_by_device,
         settings.topic_by_customer,
-        # Created here, before Faust starts: when Faust creates them itself, the consumer can
-        # subscribe before the broker's metadata lists them, ignore them as missing, and
-        # then refuse every table write (PartitionsMismatch).
+        # created compacted with the others, before any worker restores or writes them
         *(changelog_topic(settings, table) for table in TABLES),
     ]
 
