@@ -8,6 +8,7 @@ Also reports the broker's start-up time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,13 +45,14 @@ def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
         worker.start()
         try:
             worker.wait_ready()
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), _cpu_seconds(worker.pid)
             half_at = None
             while not _done(worker.metrics(), events):
                 if half_at is None and _done(worker.metrics(), events // 2, settled=False):
                     half_at = time.monotonic() - started
                 time.sleep(0.1)
             seconds = time.monotonic() - started
+            cores_used = (_cpu_seconds(worker.pid) - cpu_started) / seconds
         finally:
             worker.stop()
     worker_rate, raw_rate = events / seconds, events / raw_s
@@ -65,8 +67,15 @@ def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
         "seconds": seconds,
         "first_half_events_per_s": (events // 2) / first_half,
         "second_half_events_per_s": (events - events // 2) / max(1e-9, seconds - first_half),
+        "worker_cores_used": cores_used,
         "broker_ready_s": broker_ready_s,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _done(metrics: dict[str, float], events: int, settled: bool = True) -> bool:

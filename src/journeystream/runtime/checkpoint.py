@@ -32,6 +32,7 @@ from journeystream.runtime.store import PartitionStore, StateChanges
 from journeystream.sinks.rows import now_ms
 from journeystream.sinks.sink import BatchingSink
 from journeystream.stages.effects import Effects, OutputRecord
+from journeystream.stages.routing import envelope_records
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ class Checkpoint:
         taken = effects.take()
         for table, row in taken.rows:
             self.sink.add(table, row)
-        if taken.records:
-            await self.producer.send(taken.records)
+        records = taken.records
+        for envelope in taken.envelopes:
+            records.extend(envelope_records(envelope))
+        if records:
+            await self.producer.send(records)
 
     async def run(self, assignment: Assignment, effects: Effects) -> None:
         assignment.collect(now_ms(), time.monotonic(), effects)

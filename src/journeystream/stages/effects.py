@@ -45,6 +45,16 @@ class OutputRecord:
     headers: Sequence[tuple[str, bytes]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Messages of one processed batch for one partition of an internal topic, in order.
+    The runtime sends them as records (stages/envelope.py); a replay hands them on as they are."""
+
+    topic: str
+    partition: int
+    messages: list[Any]  # envelope.Message (kept untyped here: envelope imports the core)
+
+
 StateChanges = dict[bytes, bytes | None]
 """Store key -> new value (None deletes it)."""
 
@@ -53,6 +63,7 @@ StateChanges = dict[bytes, bytes | None]
 class Effects:
     rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     records: list[OutputRecord] = field(default_factory=list)
+    envelopes: list[Envelope] = field(default_factory=list)
 
     def row(self, table: str, row: tuple[Any, ...]) -> None:
         self.rows.append((table, row))
@@ -62,8 +73,8 @@ class Effects:
 
     def take(self) -> Effects:
         """Everything collected so far; the collector starts empty again."""
-        taken = Effects(self.rows, self.records)
-        self.rows, self.records = [], []
+        taken = Effects(self.rows, self.records, self.envelopes)
+        self.rows, self.records, self.envelopes = [], [], []
         return taken
 
 

@@ -9,7 +9,7 @@ from journeystream.core.events import Event
 from journeystream.core.identity import IdentityStage, encode_links
 from journeystream.core.timeline import NEVER
 from journeystream.stages.effects import Effects, Record, StateChanges
-from journeystream.stages.envelope import Watermark, unpack
+from journeystream.stages.envelope import Message, Watermark, unpack
 from journeystream.stages.pending import PendingOffsets
 from journeystream.stages.routing import Outbox, Partitioner
 from journeystream.stages.topology import Topology
@@ -33,14 +33,19 @@ class IdentityProcessor:
         self._partition_of = Partitioner(topology.partitions)
 
     def process(self, records: Sequence[Record], effects: Effects) -> None:
+        """A batch of by-device records."""
+        self.process_messages([(record.offset, unpack(record.value)) for record in records], effects)
+
+    def process_messages(self, batch: Sequence[tuple[int, Sequence[Message]]], effects: Effects) -> None:
+        """A batch of (offset, messages of the record at that offset)."""
         stage = self.stage
-        for record in records:
-            for message in unpack(record.value):
+        for offset, messages in batch:
+            for message in messages:
                 if isinstance(message, Watermark):
                     stage.observe(message.source, message.watermark)
                 elif isinstance(message, Event):
                     stage.push(message)
-                    self.pending.hold(message, record.offset)
+                    self.pending.hold(message, offset)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-device topic")
         outbox = Outbox()

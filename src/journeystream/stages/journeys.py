@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from journeystream.core.config import RulesConfig
 from journeystream.core.facts import AppliedEvent, Irritant, JourneyClosed, JourneyRecord
-from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest, Message
+from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
+from journeystream.core.journeys import Message as EngineMessage
 from journeystream.sinks.rows import fact_row, irritant_json, journey_json
 from journeystream.stages.effects import (
     NO_OBSERVER,
@@ -18,7 +19,7 @@ from journeystream.stages.effects import (
     StageObserver,
     StateChanges,
 )
-from journeystream.stages.envelope import Watermark, unpack
+from journeystream.stages.envelope import Message, Watermark, unpack
 from journeystream.stages.kpicells import PartitionKpis
 from journeystream.stages.pending import PendingOffsets
 from journeystream.stages.routing import Outbox, Partitioner
@@ -59,16 +60,21 @@ class JourneyProcessor:
         self._partition_of = Partitioner(topology.partitions)
 
     def process(self, records: Sequence[Record], effects: Effects) -> None:
+        """A batch of by-customer records."""
+        self.process_messages([(record.offset, unpack(record.value)) for record in records], effects)
+
+    def process_messages(self, batch: Sequence[tuple[int, Sequence[Message]]], effects: Effects) -> None:
+        """A batch of (offset, messages of the record at that offset)."""
         engine = self.engine
-        for record in records:
-            for message in unpack(record.value):
+        for offset, messages in batch:
+            for message in messages:
                 if isinstance(message, Watermark):
                     engine.observe(message.source, message.watermark)
                 elif isinstance(message, MergePayload):
                     engine.receive_payload(message)
                 elif isinstance(message, KeyedEvent | MergeRequest):
                     engine.push(message)
-                    self.pending.hold(message, record.offset)
+                    self.pending.hold(message, offset)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
         self._send(engine.drain_messages(), effects)
@@ -115,7 +121,7 @@ class JourneyProcessor:
     def late_items(self) -> int:
         return self.engine.late_items
 
-    def _send(self, messages: list[Message], effects: Effects) -> None:
+    def _send(self, messages: list[EngineMessage], effects: Effects) -> None:
         if not messages:
             return
         outbox = Outbox()

@@ -64,25 +64,17 @@ class LocalStages:
                 self._apply(store, changes)
 
     def _deliver(self, effects: Effects) -> None:
-        """Hand every internal record to its stage until none is left; keep the others."""
+        """Hand every internal envelope to its stage, as typed messages, until none is left."""
         internal: dict[str, IdentityProcessor | JourneyProcessor] = {
             self.topology.by_device: self.identity,
             self.topology.by_customer: self.journeys,
         }
-        while True:
-            waiting, effects.records = effects.records, []
-            delivered = False
-            for record in waiting:
-                processor = internal.get(record.topic)
-                if processor is None:
-                    effects.records.append(record)
-                    continue
-                offset = self._offsets[record.topic]
-                self._offsets[record.topic] = offset + 1
-                processor.process([InputRecord(offset, 0, None, record.value)], effects)
-                delivered = True
-            if not delivered:
-                return
+        while effects.envelopes:
+            waiting, effects.envelopes = effects.envelopes, []
+            for envelope in waiting:
+                offset = self._offsets[envelope.topic]
+                self._offsets[envelope.topic] = offset + 1
+                internal[envelope.topic].process_messages([(offset, envelope.messages)], effects)
 
     def _load(self, store: str, key: bytes) -> bytes | None:
         return self.stores.get(store, {}).get(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from journeystream.stages.effects import Effects, OutputRecord
+from journeystream.stages.effects import Effects, Envelope, OutputRecord
 from journeystream.stages.envelope import Message, Watermark, encode_message, pack
 
 _CACHE_LIMIT = 1_000_000
@@ -62,19 +62,23 @@ class Outbox:
     """Messages of one processed batch, grouped by destination (topic, partition)."""
 
     def __init__(self) -> None:
-        self._messages: defaultdict[tuple[str, int], list[bytes]] = defaultdict(list)
+        self._messages: defaultdict[tuple[str, int], list[Message]] = defaultdict(list)
 
     def add(self, topic: str, partition: int, message: Message) -> None:
-        self._messages[(topic, partition)].append(encode_message(message))
+        self._messages[(topic, partition)].append(message)
 
     def announce(self, topic: str, partitions: int, watermark: Watermark) -> None:
         """A watermark goes to every partition, after the messages already queued there."""
-        encoded = encode_message(watermark)
         for partition in range(partitions):
-            self._messages[(topic, partition)].append(encoded)
+            self._messages[(topic, partition)].append(watermark)
 
     def flush_to(self, effects: Effects) -> None:
-        for (topic, partition), encoded in sorted(self._messages.items()):
-            for value in pack(encoded):
-                effects.record(OutputRecord(topic, None, value, partition))
+        for (topic, partition), messages in sorted(self._messages.items()):
+            effects.envelopes.append(Envelope(topic, partition, messages))
         self._messages.clear()
+
+
+def envelope_records(envelope: Envelope) -> list[OutputRecord]:
+    """The records an envelope travels in (cut at the size limit)."""
+    encoded = [encode_message(message) for message in envelope.messages]
+    return [OutputRecord(envelope.topic, None, value, envelope.partition) for value in pack(encoded)]

@@ -13,7 +13,7 @@ from journeystream.stages.effects import Effects, InputRecord
 from journeystream.stages.envelope import Watermark, unpack
 from journeystream.stages.ingest import IngestProcessor
 from journeystream.stages.local import LocalStages
-from journeystream.stages.routing import Partitioner
+from journeystream.stages.routing import Partitioner, envelope_records
 from journeystream.stages.topology import Topology
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -50,10 +50,11 @@ def _records(values: list[bytes]) -> list[InputRecord]:
 
 def _messages(effects: Effects, topic: str) -> dict[int, list[object]]:
     out: dict[int, list[object]] = {}
-    for record in effects.records:
-        if record.topic == topic:
-            assert record.partition is not None
-            out.setdefault(record.partition, []).extend(unpack(record.value))
+    for envelope in effects.envelopes:
+        for record in envelope_records(envelope):
+            if record.topic == topic:
+                assert record.partition is not None
+                out.setdefault(record.partition, []).extend(unpack(record.value))
     return out
 
 

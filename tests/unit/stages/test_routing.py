@@ -11,7 +11,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from journeystream.stages.effects import Effects
 from journeystream.stages.envelope import Watermark, unpack
-from journeystream.stages.routing import Outbox, Partitioner, murmur2
+from journeystream.stages.routing import Outbox, Partitioner, envelope_records, murmur2
 
 
 def test_murmur2_equals_the_java_clients_hash() -> None:
@@ -40,6 +40,8 @@ def test_a_watermark_follows_the_messages_it_covers_in_every_partition() -> None
     outbox.add("t", 1, first)  # stands for any message queued before the announcement
     outbox.announce("t", 3, second)
     outbox.flush_to(effects)
-    by_partition = {record.partition: unpack(record.value) for record in effects.records}
+    by_partition = {envelope.partition: envelope.messages for envelope in effects.envelopes}
     assert by_partition == {0: [second], 1: [first, second], 2: [second]}
-    assert all(record.topic == "t" and record.key is None for record in effects.records)
+    records = [record for envelope in effects.envelopes for record in envelope_records(envelope)]
+    assert {record.partition: unpack(record.value) for record in records} == by_partition
+    assert all(record.topic == "t" and record.key is None for record in records)
