@@ -39,6 +39,9 @@ from journeystream.core.state import CustomerState, JourneyState, Session, event
 from journeystream.core.timeline import Timeline
 
 FAR_FUTURE = 2**62
+# The only event types an event-local irritant rule looks at (irritants.py): repeat contacts
+# (contact_start), waits (contact_answered / contact_abandoned), complaints, surveys.
+_IRRITANT_TYPES = frozenset({"contact_start", "contact_answered", "contact_abandoned", "complaint", "survey"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class JourneyEngine:
         state = CustomerState.from_bytes(raw)
         for entry in state.seen.values():
             entry[1] = self._applied  # applied before this start: retained as if just applied
+        state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
         self._customers[key] = state
         if state.awaiting is not None:
@@ -217,7 +221,14 @@ class JourneyEngine:
             state.held.append(_encode_item(item, late))
             self._changed(state)
             return
-        self._fire_due(state, item_time(item))
+        at = item_time(item)
+        scheduled = self._wake_at.get(state.key)
+        if scheduled is None or scheduled < at:
+            self._fire_due(state, at)
+        else:
+            # no deadline of this customer is due (its wakeup is the earliest of them, and it
+            # was computed after the customer last changed): only the history may need pruning
+            self._tidy(state, at)
         if isinstance(item, MergeRequest):
             self._hand_over(state, item)
         else:
@@ -239,6 +250,8 @@ class JourneyEngine:
                 return
             self._merge(state, item.merge_from, _as_bytes(payload))
         state.seen[event.event_id] = [event.occurred_at, self._applied]
+        if state.oldest_seen is not None and event.occurred_at < state.oldest_seen:
+            state.oldest_seen = event.occurred_at
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         self._applied += 1
         self.late_events += late
@@ -251,14 +264,21 @@ class JourneyEngine:
         segment = event.segment or state.segment or UNKNOWN_SEGMENT
         name = event.journey or self._most_recent_journey(state) or UNSPECIFIED
         journey = state.journeys.get(name) or self._open(state, name, event, segment)
-        self._count_event(state, journey, event, segment)
-        self._raise_irritants(state, journey, event, segment)
+        inbound = rules.is_inbound_assisted_contact(event, config)
+        self._count_event(state, journey, event, segment, inbound)
+        if event.type in _IRRITANT_TYPES:
+            self._raise_irritants(state, journey, event, segment, inbound)
         if event.channel in config.kinds.digital:
             state.digital.append((t, name, event.event_id))
+            if state.oldest_digital is not None and t < state.oldest_digital:
+                state.oldest_digital = t
             self._track_session(state, event, name, segment)
-        if rules.is_inbound_assisted_contact(event, config):
+        if inbound:
             state.contacts.append((t, name, event.event_id))
-        state.latest = max(state.latest, t)
+            if state.oldest_contact is not None and t < state.oldest_contact:
+                state.oldest_contact = t
+        if t > state.latest:
+            state.latest = t
         self._emit(state, AppliedEvent(event, state.key, journey.journey_id, name, segment, late), t)
         if event.type == "journey_complete":
             self._close(state, journey, "completed", t)
@@ -285,7 +305,9 @@ class JourneyEngine:
         )
         return journey
 
-    def _count_event(self, state: CustomerState, journey: JourneyState, event: Event, segment: str) -> None:
+    def _count_event(
+        self, state: CustomerState, journey: JourneyState, event: Event, segment: str, inbound: bool
+    ) -> None:
         if journey.event_count and event.channel != journey.last_channel:
             journey.channel_switches += 1
         if event.channel not in journey.channels:
@@ -298,7 +320,7 @@ class JourneyEngine:
         journey.touched = state.touch
         if event.type in ("journey_start", "journey_step"):
             journey.last_process_at = max(journey.last_process_at or event.occurred_at, event.occurred_at)
-        if rules.is_inbound_assisted_contact(event, self.config):
+        if inbound:
             journey.inbound_contacts += 1
         elif event.type == "contact_abandoned":
             journey.contacts_abandoned += 1
@@ -307,10 +329,12 @@ class JourneyEngine:
         self._bump(journey)
 
     def _raise_irritants(
-        self, state: CustomerState, journey: JourneyState, event: Event, segment: str
+        self, state: CustomerState, journey: JourneyState, event: Event, segment: str, inbound: bool
     ) -> None:
+        """The event-local irritant rules, for the event types that can raise one (see
+        _IRRITANT_TYPES); `inbound` is rules.is_inbound_assisted_contact(event)."""
         config, name = self.config, journey.journey
-        after_web = rules.repeat_contact_after_web(event, name, state.digital, config)
+        after_web = rules.repeat_contact_after_web(event, name, state.digital, config) if inbound else None
         if after_web is not None:
             self._irritant(
                 state,
@@ -321,7 +345,7 @@ class JourneyEngine:
                 {"gap_ms": event.occurred_at - after_web[0]},
                 after_web[2],
             )
-        repeated = rules.repeat_contact(event, name, state.contacts, config)
+        repeated = rules.repeat_contact(event, name, state.contacts, config) if inbound else None
         if repeated is not None:
             journey.repeat_contacts += 1
             self._irritant(
@@ -428,31 +452,37 @@ class JourneyEngine:
     def _fire_due(self, state: CustomerState, before: int) -> None:
         """Everything of this customer due strictly before `before`, in time order: journey
         deadlines (abandoned / expired), session ends, and pruning of old history."""
-        while True:
-            due, journey = self._next_journey_deadline(state)
-            if journey is None or due >= before:
-                break
-            status = "abandoned" if journey.last_process_at is not None else "expired"
-            self._close(state, journey, status, due)
-            if status == "abandoned":
-                self._irritant_abandonment(state, journey, due)
-        for session in [
-            s for s in state.sessions.values() if s.last_at + self.config.session_timeout_ms < before
-        ]:
-            del state.sessions[session.session_id]
-            self._emit(
-                state,
-                SessionEnded(
-                    session.session_id,
-                    state.key,
-                    session.journey,
-                    session.segment,
-                    session.channel,
-                    session.first_at,
-                    session.event_count,
-                ),
-                session.last_at + self.config.session_timeout_ms,
-            )
+        if state.journeys:
+            while True:
+                due, journey = self._next_journey_deadline(state)
+                if journey is None or due >= before:
+                    break
+                status = "abandoned" if journey.last_process_at is not None else "expired"
+                self._close(state, journey, status, due)
+                if status == "abandoned":
+                    self._irritant_abandonment(state, journey, due)
+        if state.sessions:
+            timeout = self.config.session_timeout_ms
+            for session in [s for s in state.sessions.values() if s.last_at + timeout < before]:
+                del state.sessions[session.session_id]
+                self._emit(
+                    state,
+                    SessionEnded(
+                        session.session_id,
+                        state.key,
+                        session.journey,
+                        session.segment,
+                        session.channel,
+                        session.first_at,
+                        session.event_count,
+                    ),
+                    session.last_at + timeout,
+                )
+        self._tidy(state, before)
+
+    def _tidy(self, state: CustomerState, before: int) -> None:
+        """Pruning of old history, the tombstone and the segment, as of `before` (the part of
+        _fire_due that the wakeup schedule does not cover)."""
         self._prune(state, before)
         if (
             state.merged_into is not None
@@ -462,7 +492,7 @@ class JourneyEngine:
             # stragglers are no longer expected, and no id it handed over can come back
             # from a redelivery any more (see dedup_min_items): forget the tombstone
             state.merged_into = None
-        if not (
+        if state.segment is not None and not (
             state.journeys
             or state.digital
             or state.contacts
@@ -536,40 +566,80 @@ class JourneyEngine:
         self._out.origins.append((state.key, state.fact_seq))
 
     def _prune(self, state: CustomerState, before: int) -> None:
+        # A history is rebuilt only when its oldest entry (cached on the state) is out of its
+        # window: per item, this is a few comparisons, not a pass over the history.
         config = self.config
-        state.digital = [h for h in state.digital if h[0] >= before - config.web_to_contact_window_ms]
-        state.contacts = [h for h in state.contacts if h[0] >= before - config.repeat_contact_window_ms]
+        if state.digital:
+            cutoff = before - config.web_to_contact_window_ms
+            if _oldest_digital(state) < cutoff:
+                state.digital = [h for h in state.digital if h[0] >= cutoff]
+                state.oldest_digital = None
+        if state.contacts:
+            cutoff = before - config.repeat_contact_window_ms
+            if _oldest_contact(state) < cutoff:
+                state.contacts = [h for h in state.contacts if h[0] >= cutoff]
+                state.oldest_contact = None
         # an applied event id is forgotten once it is old in event time AND enough items were
         # applied since: after a crash, items are delivered again by offset, and in a fast
         # catch-up a few seconds of input can span days of event time
-        horizon, recent = before - config.dedup_window_ms, self._applied - config.dedup_min_items
-        if any(t < horizon and applied <= recent for t, applied in state.seen.values()):
+        seen = state.seen
+        if not seen:
+            return
+        horizon = before - config.dedup_window_ms
+        if _oldest_seen(state) >= horizon:
+            return
+        recent = self._applied - config.dedup_min_items
+        lowest = state.lowest_applied
+        if lowest is None:
+            lowest = state.lowest_applied = min(entry[1] for entry in seen.values())
+        if lowest > recent:
+            return  # every old id waits for enough items to be applied after it
+        if any(t < horizon and applied <= recent for t, applied in seen.values()):
             state.seen = {
                 event_id: entry
-                for event_id, entry in state.seen.items()
+                for event_id, entry in seen.items()
                 if entry[0] >= horizon or entry[1] > recent
             }
+            state.oldest_seen = state.lowest_applied = None
 
     def _next_wakeup(self, state: CustomerState) -> int:
         config = self.config
-        candidates = [self._deadline(j) for j in state.journeys.values()]
-        candidates += [s.last_at + config.session_timeout_ms for s in state.sessions.values()]
+        due = FAR_FUTURE
+        if state.journeys:
+            abandon_after, idle_timeout = config.abandon_after_ms, config.idle_timeout_ms
+            for journey in state.journeys.values():
+                process_at = journey.last_process_at
+                at = (
+                    process_at + abandon_after
+                    if process_at is not None
+                    else journey.last_event_at + idle_timeout
+                )
+                if at < due:
+                    due = at
+        if state.sessions:
+            timeout = config.session_timeout_ms
+            for session in state.sessions.values():
+                if session.last_at + timeout < due:
+                    due = session.last_at + timeout
         if state.digital:
-            candidates.append(state.digital[0][0] + config.web_to_contact_window_ms)
+            due = min(due, _oldest_digital(state) + config.web_to_contact_window_ms)
         if state.contacts:
-            candidates.append(state.contacts[0][0] + config.repeat_contact_window_ms)
+            due = min(due, _oldest_contact(state) + config.repeat_contact_window_ms)
         # ids already old in event time wait for their revisit (by applied items), not a deadline
         watermark = self.timeline.watermark
-        pending = [
-            t + config.dedup_window_ms
-            for t, _ in state.seen.values()
-            if t + config.dedup_window_ms >= watermark
-        ]
-        if pending:
-            candidates.append(min(pending))
+        seen = state.seen
+        if seen:
+            window = config.dedup_window_ms
+            oldest = _oldest_seen(state)
+            if oldest + window >= watermark:
+                due = min(due, oldest + window)
+            else:
+                pending = [t + window for t, _ in seen.values() if t + window >= watermark]
+                if pending:
+                    due = min(due, min(pending))
         if state.merged_into is not None and state.latest + config.idle_timeout_ms >= watermark:
-            candidates.append(state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
-        return min(candidates) if candidates else FAR_FUTURE
+            due = min(due, state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
+        return due
 
     def _schedule(self, state: CustomerState) -> None:
         due = self._next_wakeup(state)
@@ -594,6 +664,7 @@ class JourneyEngine:
         # item of this key is still forwarded, never taken for a new anonymous visitor
         for entry in state.seen.values():
             entry[1] = self._applied
+        state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
 
     def _merge(self, state: CustomerState, source: str, payload: bytes | None) -> None:
@@ -606,6 +677,7 @@ class JourneyEngine:
         state.digital = sorted(state.digital + anonymous.digital)
         state.contacts = sorted(state.contacts + anonymous.contacts)
         state.seen.update({event_id: [entry[0], self._applied] for event_id, entry in anonymous.seen.items()})
+        state.oldest_digital = state.oldest_contact = state.oldest_seen = state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         for session in anonymous.sessions.values():
             state.sessions.setdefault(session.session_id, session)
@@ -702,9 +774,32 @@ def _combine(kept: JourneyState, absorbed: JourneyState) -> None:
     kept.version = max(kept.version, absorbed.version)
 
 
+def _oldest_digital(state: CustomerState) -> int:
+    """The oldest time in a non-empty digital history (cached on the state)."""
+    oldest = state.oldest_digital
+    if oldest is None:
+        oldest = state.oldest_digital = min(state.digital)[0]
+    return oldest
+
+
+def _oldest_contact(state: CustomerState) -> int:
+    oldest = state.oldest_contact
+    if oldest is None:
+        oldest = state.oldest_contact = min(state.contacts)[0]
+    return oldest
+
+
+def _oldest_seen(state: CustomerState) -> int:
+    oldest = state.oldest_seen
+    if oldest is None:
+        oldest = state.oldest_seen = min(state.seen.values())[0]
+    return oldest
+
+
 def _become_tombstone(state: CustomerState, into: str, at: int) -> None:
     """What is left of an anonymous key once merged: where to forward later items."""
     state.journeys, state.digital, state.contacts, state.sessions = {}, [], [], {}
+    state.oldest_digital = state.oldest_contact = None
     state.held, state.pending_payloads, state.awaiting = [], {}, None
     state.merged_into = into
     state.latest = max(state.latest, at)
