@@ -15,7 +15,7 @@ is there. The result does not depend on when the payload arrives.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,19 +91,48 @@ class Output:
     origins: list[Origin | None] = field(default_factory=list)
 
 
+def _no_store(key: str) -> bytes | None:
+    return None
+
+
+LIVE_CUSTOMERS = 20_000
+"""Default bound of the customers an engine with a store keeps as live objects."""
+
+
 class JourneyEngine:
-    """The customer-keyed stage for one partition (or for everything, in a replay)."""
+    """The customer-keyed stage for one partition (or for everything, in a replay).
+
+    With a store (`load` reads what `dirty_states()` returned, once the caller wrote it), the
+    engine keeps at most about `live_customers` customers as Python objects: in
+    `dirty_states()`, customers that were already clean at the previous call (so their
+    stored state has had a whole checkpoint to be written) and hold nothing for a merge are
+    dropped, least recently changed first, and loaded back through `load` when an item,
+    payload, wakeup or revisit needs them. Only (deadline, key) stays in the wakeup heap.
+    `restore` indexes a stored customer's deadline without keeping it. Without a store
+    (replay) every customer stays live.
+    """
 
     def __init__(
         self,
         config: RulesConfig,
         sources: Iterable[str],
-        load: Callable[[str], bytes | None] = lambda key: None,
+        load: Callable[[str], bytes | None] = _no_store,
+        live_customers: int = LIVE_CUSTOMERS,
     ) -> None:
         self.config = config
         self.timeline: Timeline[Item] = Timeline(sources)
         self._load = load
+        self._evicts = load is not _no_store
+        self._live_customers = live_customers
         self._customers: dict[str, CustomerState] = {}
+        # clean customers (stored as they are), in the order they became clean: taken by the
+        # previous dirty_states() call (may be dropped) and by the last one (not yet)
+        # (OrderedDicts: taking the oldest stays O(1) after many deletions, unlike a dict's)
+        self._clean_before: OrderedDict[str, None] = OrderedDict()
+        self._clean_last: OrderedDict[str, None] = OrderedDict()
+        self._open_journeys = 0  # open journeys of every customer, live or dropped
+        self._dropped_journeys: dict[str, int] = {}  # dropped key -> its open journeys (> 0)
+        self._restored_at: dict[str, int] = {}  # restored, not loaded yet -> applied count then
         self._dirty: set[str] = set()
         self._awaiting: set[str] = set()  # keys holding items until a merge payload arrives
         self._wakeups: list[tuple[int, str]] = []
@@ -153,10 +182,17 @@ class JourneyEngine:
             entry[1] = self._applied  # applied before this start: retained as if just applied
         state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
+        self._open_journeys += len(state.journeys)
+        self._schedule(state)
+        if self._evicts and state.awaiting is None and not state.held:
+            # index its deadline only; loaded back (and its ids renumbered so) when needed
+            self._restored_at[key] = self._applied
+            if state.journeys:
+                self._dropped_journeys[key] = len(state.journeys)
+            return
         self._customers[key] = state
         if state.awaiting is not None:
             self._awaiting.add(key)
-        self._schedule(state)
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -177,12 +213,36 @@ class JourneyEngine:
 
     def dirty_states(self) -> dict[str, bytes | None]:
         """Serialized state of every customer changed since the last call (None = delete)."""
+        if self._evicts:
+            self._drop_clean()
         snapshot: dict[str, bytes | None] = {}
+        clean = self._clean_last
         for key in self._dirty:
             state = self._customers.get(key)
-            snapshot[key] = state.to_bytes() if state is not None else None
+            if state is None:
+                snapshot[key] = None
+            else:
+                snapshot[key] = state.to_bytes()
+                clean[key] = None
         self._dirty.clear()
         return snapshot
+
+    def _drop_clean(self) -> None:
+        """Drop live customers clean since before the last dirty_states() call, oldest first,
+        down to the bound; then the last call's clean customers become droppable."""
+        customers, candidates = self._customers, self._clean_before
+        excess = len(customers) - self._live_customers
+        while excess > 0 and candidates:
+            key, _ = candidates.popitem(last=False)
+            state = customers.get(key)
+            if state is None or state.awaiting is not None or state.held:
+                continue
+            del customers[key]
+            if state.journeys:
+                self._dropped_journeys[key] = len(state.journeys)
+            excess -= 1
+        candidates.update(self._clean_last)
+        self._clean_last = OrderedDict()
 
     def complete_before(self) -> int:
         """Every counted fact before this time has been output: the watermark, held back by
@@ -196,10 +256,12 @@ class JourneyEngine:
         return complete
 
     def customers_in_memory(self) -> int:
+        """Customers held as live objects (with a store, the others are dropped)."""
         return len(self._customers)
 
     def open_journeys(self) -> int:
-        return sum(len(state.journeys) for state in self._customers.values())
+        """Open journeys of every customer of this engine, live or dropped (a counter)."""
+        return self._open_journeys
 
     def customer(self, key: str) -> CustomerState | None:
         """Read access for tests and diagnostics."""
@@ -298,6 +360,7 @@ class JourneyEngine:
             channels=[],
         )
         state.journeys[name] = journey
+        self._open_journeys += 1
         self._emit(
             state,
             JourneyStarted(journey.journey_id, name, segment, event.channel, event.occurred_at),
@@ -431,6 +494,8 @@ class JourneyEngine:
         while revisits and revisits[0][0] <= self._applied:
             _, key = revisits.popleft()
             state = self._customers.get(key)
+            if state is None and self._evicts and key not in self._dirty:
+                state = self._loaded(key)  # dropped: its ids may be due for pruning
             if state is not None and state.awaiting is None and state.seen:
                 self._fire_due(state, self.timeline.watermark)
                 self._changed(state)
@@ -543,6 +608,7 @@ class JourneyEngine:
             journey.irritant_count += 1
         self._bump(journey)
         del state.journeys[journey.journey]
+        self._open_journeys -= 1
         self._emit(
             state,
             JourneyClosed(
@@ -658,6 +724,7 @@ class JourneyEngine:
         # merged before (a repeated login): nothing is left to hand over
         payload = None if state.merged_into is not None else _handover_bytes(state)
         self._out.messages.append(MergePayload(request.into, state.key, payload))
+        self._open_journeys -= len(state.journeys)
         _become_tombstone(state, request.into, request.at)
         self._awaiting.discard(state.key)
         # the tombstone keeps the ids it handed over: until they are forgotten, a redelivered
@@ -692,6 +759,7 @@ class JourneyEngine:
         existing = state.journeys.get(journey.journey)
         if existing is None:
             state.journeys[journey.journey] = journey
+            self._open_journeys += 1
             self._bump(journey)
             return
         # both sides have it open: one journey under the earlier-started id (SPEC §2)
@@ -723,13 +791,33 @@ class JourneyEngine:
         if state is None:
             # a key changed since the last flush is not in the store yet (deleted here):
             # loading it would bring back the stale stored state
-            raw = None if key in self._dirty else self._load(key)
-            state = CustomerState.from_bytes(raw) if raw is not None else CustomerState(key)
-            self._customers[key] = state
+            state = None if key in self._dirty else self._loaded(key)
+            if state is None:
+                state = self._customers[key] = CustomerState(key)
+        return state
+
+    def _loaded(self, key: str) -> CustomerState | None:
+        """A customer from the store, made live again (None if the store has none)."""
+        raw = self._load(key)
+        if raw is None:
+            return None
+        state = CustomerState.from_bytes(raw)
+        restored = self._restored_at.pop(key, None)
+        if restored is not None:
+            for entry in state.seen.values():
+                entry[1] = restored  # as restore() renumbered them
+        if self._dropped_journeys.pop(key, None) is None:
+            # not counted yet: never held by this engine, or dropped (or restored) without
+            # open journeys, as it still is
+            self._open_journeys += len(state.journeys)
+        self._customers[key] = state
+        self._clean_before[key] = None  # as stored: droppable until it changes
         return state
 
     def _changed(self, state: CustomerState) -> None:
         self._dirty.add(state.key)
+        self._clean_before.pop(state.key, None)
+        self._clean_last.pop(state.key, None)
         if state.is_empty():
             del self._customers[state.key]
             self._wake_at.pop(state.key, None)
