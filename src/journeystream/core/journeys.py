@@ -377,12 +377,16 @@ class JourneyEngine:
             journey.channels.append(event.channel)
         journey.event_count += 1
         journey.last_channel = event.channel
-        journey.last_event_at = max(journey.last_event_at, event.occurred_at)
+        t = event.occurred_at
+        if t > journey.last_event_at:
+            journey.last_event_at = t
         journey.segment = segment
         state.touch += 1
         journey.touched = state.touch
-        if event.type in ("journey_start", "journey_step"):
-            journey.last_process_at = max(journey.last_process_at or event.occurred_at, event.occurred_at)
+        if event.type in ("journey_start", "journey_step") and (
+            not journey.last_process_at or t > journey.last_process_at
+        ):
+            journey.last_process_at = t
         if inbound:
             journey.inbound_contacts += 1
         elif event.type == "contact_abandoned":
@@ -484,7 +488,8 @@ class JourneyEngine:
             )
             return
         session.event_count += 1
-        session.last_at = max(session.last_at, event.occurred_at)
+        if event.occurred_at > session.last_at:
+            session.last_at = event.occurred_at
 
     # ---- deadlines ----------------------------------------------------------------------
 
@@ -627,7 +632,8 @@ class JourneyEngine:
     def _emit(self, state: CustomerState, fact: Fact, at: int) -> None:
         """Output a counted fact with its origin. The key's sequence grows by one per fact
         and never below at × 1000, so it keeps growing when a deleted state is recreated."""
-        state.fact_seq = max(state.fact_seq + 1, at * 1000)
+        seq = state.fact_seq + 1
+        state.fact_seq = seq if seq > at * 1000 else at * 1000
         self._out.facts.append(fact)
         self._out.origins.append((state.key, state.fact_seq))
 
@@ -688,19 +694,29 @@ class JourneyEngine:
                 if session.last_at + timeout < due:
                     due = session.last_at + timeout
         if state.digital:
-            due = min(due, _oldest_digital(state) + config.web_to_contact_window_ms)
+            oldest = state.oldest_digital
+            if oldest is None:
+                oldest = _oldest_digital(state)
+            if oldest + config.web_to_contact_window_ms < due:
+                due = oldest + config.web_to_contact_window_ms
         if state.contacts:
-            due = min(due, _oldest_contact(state) + config.repeat_contact_window_ms)
+            oldest = state.oldest_contact
+            if oldest is None:
+                oldest = _oldest_contact(state)
+            if oldest + config.repeat_contact_window_ms < due:
+                due = oldest + config.repeat_contact_window_ms
         # ids already old in event time wait for their revisit (by applied items), not a deadline
         watermark = self.timeline.watermark
-        seen = state.seen
-        if seen:
+        if state.seen:
             window = config.dedup_window_ms
-            oldest = _oldest_seen(state)
+            oldest = state.oldest_seen
+            if oldest is None:
+                oldest = _oldest_seen(state)
             if oldest + window >= watermark:
-                due = min(due, oldest + window)
+                if oldest + window < due:
+                    due = oldest + window
             else:
-                pending = [t + window for t, _ in seen.values() if t + window >= watermark]
+                pending = [t + window for t, _ in state.seen.values() if t + window >= watermark]
                 if pending:
                     due = min(due, min(pending))
         if state.merged_into is not None and state.latest + config.idle_timeout_ms >= watermark:

@@ -37,9 +37,12 @@ class Timeline(Generic[T]):
 
     def observe(self, source: str, watermark: int) -> bool:
         """Record a source's watermark (they only move forward); True if ours advanced."""
-        if watermark <= self._marks.get(source, NEVER):
+        previous = self._marks.get(source, NEVER)
+        if watermark <= previous:
             return False
         self._marks[source] = watermark
+        if previous > self.watermark:
+            return False  # another source holds the aligned watermark back
         aligned = min(self._marks.values())
         if aligned > self.watermark:
             self.watermark = aligned
