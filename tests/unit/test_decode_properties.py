@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
-from journeystream.core.decode import Rejection, decode
+from journeystream.core.decode import Rejection, _decode_slow, decode
 from journeystream.core.events import CHANNELS, EVENT_TYPES, Event
+from journeystream.core.state import event_to_list
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "interaction-event.v1.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
@@ -178,3 +180,69 @@ def test_decoder_agrees_with_json_schema(doc: dict[str, Any]) -> None:
     result = decode(orjson.dumps(doc))
     schema_says_valid = VALIDATOR.is_valid(doc)
     assert isinstance(result, Event) == schema_says_valid, (result, list(VALIDATOR.iter_errors(doc))[:2])
+
+
+# -- the C fast path (msgspec) against the reference path ----------------------------------
+
+
+def _same_answer(raw: bytes) -> None:
+    fast, slow = decode(raw), _decode_slow(raw)
+    assert fast == slow, (raw, fast, slow)
+    if isinstance(fast, Event):
+        # equal values of the same JSON types (1 and 1.0 compare equal in Python)
+        assert orjson.dumps(event_to_list(fast)) == orjson.dumps(event_to_list(slow))  # type: ignore[arg-type]
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(candidate_events())
+def test_fast_path_agrees_with_slow_path(doc: dict[str, Any]) -> None:
+    _same_answer(orjson.dumps(doc))
+
+
+@given(json_values)
+def test_fast_path_agrees_on_arbitrary_json(value: Any) -> None:
+    _same_answer(orjson.dumps(value))
+
+
+@given(st.binary(max_size=512))
+def test_fast_path_agrees_on_arbitrary_bytes(raw: bytes) -> None:
+    _same_answer(raw)
+
+
+_VALID = b'"event_id":"e","occurred_at":"2026-03-01T10:15:30.250Z","customer_id":"C","channel":"web"'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":123456789012345678901234567890}}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":18446744073709551615}}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":18446744073709551616}}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":-9223372036854775809}}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":1e400}}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"x":' + b"[" * 1100 + b"]" * 1100 + b"}}",
+        b"{"
+        + _VALID
+        + b',"type":"page_view","attributes":{"x":'
+        + b'{"a":' * 1100
+        + b"1"
+        + b"}" * 1100
+        + b"}}",
+        b"{" + _VALID + b',"type":"page_view","event_id":"second"}',
+        b"{" + _VALID + b',"type":"page_view","attributes":{"page":"a","page":3}}',
+        b"{" + _VALID + b',"type":"page_view","customer_id":"\\ud800"}',
+        b"{" + _VALID + b',"type":"page_view","journey":"abc\\n"}',
+        b"{" + _VALID + b',"type":"page_view","customer_id":"' + "😀".encode() * 128 + b'"}',
+        b"{" + _VALID + b',"type":"page_view","customer_id":"' + "😀".encode() * 129 + b'"}',
+        b"{" + _VALID + b',"type":"survey","attributes":{"nps":10.0}}',
+        b"{" + _VALID + b',"type":"survey","attributes":{}}',
+        b"{" + _VALID + b',"type":"contact_end","attributes":{"handle_s":-0.0,"resolved":true}}',
+        b"{" + _VALID.replace(b".250Z", b".25Z") + b',"type":"page_view"}',
+        b"{" + _VALID.replace(b".250Z", "٢50Z".encode()) + b',"type":"page_view"}',
+        b"{" + _VALID.replace(b":30.250Z", b":60.250Z") + b',"type":"page_view"}',
+        b"\xef\xbb\xbf{" + _VALID + b',"type":"page_view"}',
+    ],
+)
+def test_fast_path_agrees_on_edge_cases(raw: bytes) -> None:
+    _same_answer(raw)
+    _same_answer(raw)  # again, with the time cache warm

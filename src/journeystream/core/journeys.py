@@ -15,7 +15,7 @@ is there. The result does not depend on when the payload arrives.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,9 @@ from journeystream.core.state import CustomerState, JourneyState, Session, event
 from journeystream.core.timeline import Timeline
 
 FAR_FUTURE = 2**62
+# The only event types an event-local irritant rule looks at (irritants.py): repeat contacts
+# (contact_start), waits (contact_answered / contact_abandoned), complaints, surveys.
+_IRRITANT_TYPES = frozenset({"contact_start", "contact_answered", "contact_abandoned", "complaint", "survey"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +91,48 @@ class Output:
     origins: list[Origin | None] = field(default_factory=list)
 
 
+def _no_store(key: str) -> bytes | None:
+    return None
+
+
+LIVE_CUSTOMERS = 20_000
+"""Default bound of the customers an engine with a store keeps as live objects."""
+
+
 class JourneyEngine:
-    """The customer-keyed stage for one partition (or for everything, in a replay)."""
+    """The customer-keyed stage for one partition (or for everything, in a replay).
+
+    With a store (`load` reads what `dirty_states()` returned, once the caller wrote it), the
+    engine keeps at most about `live_customers` customers as Python objects: in
+    `dirty_states()`, customers that were already clean at the previous call (so their
+    stored state has had a whole checkpoint to be written) and hold nothing for a merge are
+    dropped, least recently changed first, and loaded back through `load` when an item,
+    payload, wakeup or revisit needs them. Only (deadline, key) stays in the wakeup heap.
+    `restore` indexes a stored customer's deadline without keeping it. Without a store
+    (replay) every customer stays live.
+    """
 
     def __init__(
         self,
         config: RulesConfig,
         sources: Iterable[str],
-        load: Callable[[str], bytes | None] = lambda key: None,
+        load: Callable[[str], bytes | None] = _no_store,
+        live_customers: int = LIVE_CUSTOMERS,
     ) -> None:
         self.config = config
         self.timeline: Timeline[Item] = Timeline(sources)
         self._load = load
+        self._evicts = load is not _no_store
+        self._live_customers = live_customers
         self._customers: dict[str, CustomerState] = {}
+        # clean customers (stored as they are), in the order they became clean: taken by the
+        # previous dirty_states() call (may be dropped) and by the last one (not yet)
+        # (OrderedDicts: taking the oldest stays O(1) after many deletions, unlike a dict's)
+        self._clean_before: OrderedDict[str, None] = OrderedDict()
+        self._clean_last: OrderedDict[str, None] = OrderedDict()
+        self._open_journeys = 0  # open journeys of every customer, live or dropped
+        self._dropped_journeys: dict[str, int] = {}  # dropped key -> its open journeys (> 0)
+        self._restored_at: dict[str, int] = {}  # restored, not loaded yet -> applied count then
         self._dirty: set[str] = set()
         self._awaiting: set[str] = set()  # keys holding items until a merge payload arrives
         self._wakeups: list[tuple[int, str]] = []
@@ -148,11 +180,19 @@ class JourneyEngine:
         state = CustomerState.from_bytes(raw)
         for entry in state.seen.values():
             entry[1] = self._applied  # applied before this start: retained as if just applied
+        state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
+        self._open_journeys += len(state.journeys)
+        self._schedule(state)
+        if self._evicts and state.awaiting is None and not state.held:
+            # index its deadline only; loaded back (and its ids renumbered so) when needed
+            self._restored_at[key] = self._applied
+            if state.journeys:
+                self._dropped_journeys[key] = len(state.journeys)
+            return
         self._customers[key] = state
         if state.awaiting is not None:
             self._awaiting.add(key)
-        self._schedule(state)
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -173,12 +213,36 @@ class JourneyEngine:
 
     def dirty_states(self) -> dict[str, bytes | None]:
         """Serialized state of every customer changed since the last call (None = delete)."""
+        if self._evicts:
+            self._drop_clean()
         snapshot: dict[str, bytes | None] = {}
+        clean = self._clean_last
         for key in self._dirty:
             state = self._customers.get(key)
-            snapshot[key] = state.to_bytes() if state is not None else None
+            if state is None:
+                snapshot[key] = None
+            else:
+                snapshot[key] = state.to_bytes()
+                clean[key] = None
         self._dirty.clear()
         return snapshot
+
+    def _drop_clean(self) -> None:
+        """Drop live customers clean since before the last dirty_states() call, oldest first,
+        down to the bound; then the last call's clean customers become droppable."""
+        customers, candidates = self._customers, self._clean_before
+        excess = len(customers) - self._live_customers
+        while excess > 0 and candidates:
+            key, _ = candidates.popitem(last=False)
+            state = customers.get(key)
+            if state is None or state.awaiting is not None or state.held:
+                continue
+            del customers[key]
+            if state.journeys:
+                self._dropped_journeys[key] = len(state.journeys)
+            excess -= 1
+        candidates.update(self._clean_last)
+        self._clean_last = OrderedDict()
 
     def complete_before(self) -> int:
         """Every counted fact before this time has been output: the watermark, held back by
@@ -192,10 +256,12 @@ class JourneyEngine:
         return complete
 
     def customers_in_memory(self) -> int:
+        """Customers held as live objects (with a store, the others are dropped)."""
         return len(self._customers)
 
     def open_journeys(self) -> int:
-        return sum(len(state.journeys) for state in self._customers.values())
+        """Open journeys of every customer of this engine, live or dropped (a counter)."""
+        return self._open_journeys
 
     def customer(self, key: str) -> CustomerState | None:
         """Read access for tests and diagnostics."""
@@ -217,7 +283,14 @@ class JourneyEngine:
             state.held.append(_encode_item(item, late))
             self._changed(state)
             return
-        self._fire_due(state, item_time(item))
+        at = item_time(item)
+        scheduled = self._wake_at.get(state.key)
+        if scheduled is None or scheduled < at:
+            self._fire_due(state, at)
+        else:
+            # no deadline of this customer is due (its wakeup is the earliest of them, and it
+            # was computed after the customer last changed): only the history may need pruning
+            self._tidy(state, at)
         if isinstance(item, MergeRequest):
             self._hand_over(state, item)
         else:
@@ -239,6 +312,8 @@ class JourneyEngine:
                 return
             self._merge(state, item.merge_from, _as_bytes(payload))
         state.seen[event.event_id] = [event.occurred_at, self._applied]
+        if state.oldest_seen is not None and event.occurred_at < state.oldest_seen:
+            state.oldest_seen = event.occurred_at
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         self._applied += 1
         self.late_events += late
@@ -251,14 +326,21 @@ class JourneyEngine:
         segment = event.segment or state.segment or UNKNOWN_SEGMENT
         name = event.journey or self._most_recent_journey(state) or UNSPECIFIED
         journey = state.journeys.get(name) or self._open(state, name, event, segment)
-        self._count_event(state, journey, event, segment)
-        self._raise_irritants(state, journey, event, segment)
+        inbound = rules.is_inbound_assisted_contact(event, config)
+        self._count_event(state, journey, event, segment, inbound)
+        if event.type in _IRRITANT_TYPES:
+            self._raise_irritants(state, journey, event, segment, inbound)
         if event.channel in config.kinds.digital:
             state.digital.append((t, name, event.event_id))
+            if state.oldest_digital is not None and t < state.oldest_digital:
+                state.oldest_digital = t
             self._track_session(state, event, name, segment)
-        if rules.is_inbound_assisted_contact(event, config):
+        if inbound:
             state.contacts.append((t, name, event.event_id))
-        state.latest = max(state.latest, t)
+            if state.oldest_contact is not None and t < state.oldest_contact:
+                state.oldest_contact = t
+        if t > state.latest:
+            state.latest = t
         self._emit(state, AppliedEvent(event, state.key, journey.journey_id, name, segment, late), t)
         if event.type == "journey_complete":
             self._close(state, journey, "completed", t)
@@ -278,6 +360,7 @@ class JourneyEngine:
             channels=[],
         )
         state.journeys[name] = journey
+        self._open_journeys += 1
         self._emit(
             state,
             JourneyStarted(journey.journey_id, name, segment, event.channel, event.occurred_at),
@@ -285,20 +368,26 @@ class JourneyEngine:
         )
         return journey
 
-    def _count_event(self, state: CustomerState, journey: JourneyState, event: Event, segment: str) -> None:
+    def _count_event(
+        self, state: CustomerState, journey: JourneyState, event: Event, segment: str, inbound: bool
+    ) -> None:
         if journey.event_count and event.channel != journey.last_channel:
             journey.channel_switches += 1
         if event.channel not in journey.channels:
             journey.channels.append(event.channel)
         journey.event_count += 1
         journey.last_channel = event.channel
-        journey.last_event_at = max(journey.last_event_at, event.occurred_at)
+        t = event.occurred_at
+        if t > journey.last_event_at:
+            journey.last_event_at = t
         journey.segment = segment
         state.touch += 1
         journey.touched = state.touch
-        if event.type in ("journey_start", "journey_step"):
-            journey.last_process_at = max(journey.last_process_at or event.occurred_at, event.occurred_at)
-        if rules.is_inbound_assisted_contact(event, self.config):
+        if event.type in ("journey_start", "journey_step") and (
+            not journey.last_process_at or t > journey.last_process_at
+        ):
+            journey.last_process_at = t
+        if inbound:
             journey.inbound_contacts += 1
         elif event.type == "contact_abandoned":
             journey.contacts_abandoned += 1
@@ -307,10 +396,12 @@ class JourneyEngine:
         self._bump(journey)
 
     def _raise_irritants(
-        self, state: CustomerState, journey: JourneyState, event: Event, segment: str
+        self, state: CustomerState, journey: JourneyState, event: Event, segment: str, inbound: bool
     ) -> None:
+        """The event-local irritant rules, for the event types that can raise one (see
+        _IRRITANT_TYPES); `inbound` is rules.is_inbound_assisted_contact(event)."""
         config, name = self.config, journey.journey
-        after_web = rules.repeat_contact_after_web(event, name, state.digital, config)
+        after_web = rules.repeat_contact_after_web(event, name, state.digital, config) if inbound else None
         if after_web is not None:
             self._irritant(
                 state,
@@ -321,7 +412,7 @@ class JourneyEngine:
                 {"gap_ms": event.occurred_at - after_web[0]},
                 after_web[2],
             )
-        repeated = rules.repeat_contact(event, name, state.contacts, config)
+        repeated = rules.repeat_contact(event, name, state.contacts, config) if inbound else None
         if repeated is not None:
             journey.repeat_contacts += 1
             self._irritant(
@@ -397,7 +488,8 @@ class JourneyEngine:
             )
             return
         session.event_count += 1
-        session.last_at = max(session.last_at, event.occurred_at)
+        if event.occurred_at > session.last_at:
+            session.last_at = event.occurred_at
 
     # ---- deadlines ----------------------------------------------------------------------
 
@@ -407,6 +499,8 @@ class JourneyEngine:
         while revisits and revisits[0][0] <= self._applied:
             _, key = revisits.popleft()
             state = self._customers.get(key)
+            if state is None and self._evicts and key not in self._dirty:
+                state = self._loaded(key)  # dropped: its ids may be due for pruning
             if state is not None and state.awaiting is None and state.seen:
                 self._fire_due(state, self.timeline.watermark)
                 self._changed(state)
@@ -428,31 +522,37 @@ class JourneyEngine:
     def _fire_due(self, state: CustomerState, before: int) -> None:
         """Everything of this customer due strictly before `before`, in time order: journey
         deadlines (abandoned / expired), session ends, and pruning of old history."""
-        while True:
-            due, journey = self._next_journey_deadline(state)
-            if journey is None or due >= before:
-                break
-            status = "abandoned" if journey.last_process_at is not None else "expired"
-            self._close(state, journey, status, due)
-            if status == "abandoned":
-                self._irritant_abandonment(state, journey, due)
-        for session in [
-            s for s in state.sessions.values() if s.last_at + self.config.session_timeout_ms < before
-        ]:
-            del state.sessions[session.session_id]
-            self._emit(
-                state,
-                SessionEnded(
-                    session.session_id,
-                    state.key,
-                    session.journey,
-                    session.segment,
-                    session.channel,
-                    session.first_at,
-                    session.event_count,
-                ),
-                session.last_at + self.config.session_timeout_ms,
-            )
+        if state.journeys:
+            while True:
+                due, journey = self._next_journey_deadline(state)
+                if journey is None or due >= before:
+                    break
+                status = "abandoned" if journey.last_process_at is not None else "expired"
+                self._close(state, journey, status, due)
+                if status == "abandoned":
+                    self._irritant_abandonment(state, journey, due)
+        if state.sessions:
+            timeout = self.config.session_timeout_ms
+            for session in [s for s in state.sessions.values() if s.last_at + timeout < before]:
+                del state.sessions[session.session_id]
+                self._emit(
+                    state,
+                    SessionEnded(
+                        session.session_id,
+                        state.key,
+                        session.journey,
+                        session.segment,
+                        session.channel,
+                        session.first_at,
+                        session.event_count,
+                    ),
+                    session.last_at + timeout,
+                )
+        self._tidy(state, before)
+
+    def _tidy(self, state: CustomerState, before: int) -> None:
+        """Pruning of old history, the tombstone and the segment, as of `before` (the part of
+        _fire_due that the wakeup schedule does not cover)."""
         self._prune(state, before)
         if (
             state.merged_into is not None
@@ -462,7 +562,7 @@ class JourneyEngine:
             # stragglers are no longer expected, and no id it handed over can come back
             # from a redelivery any more (see dedup_min_items): forget the tombstone
             state.merged_into = None
-        if not (
+        if state.segment is not None and not (
             state.journeys
             or state.digital
             or state.contacts
@@ -513,6 +613,7 @@ class JourneyEngine:
             journey.irritant_count += 1
         self._bump(journey)
         del state.journeys[journey.journey]
+        self._open_journeys -= 1
         self._emit(
             state,
             JourneyClosed(
@@ -531,45 +632,96 @@ class JourneyEngine:
     def _emit(self, state: CustomerState, fact: Fact, at: int) -> None:
         """Output a counted fact with its origin. The key's sequence grows by one per fact
         and never below at × 1000, so it keeps growing when a deleted state is recreated."""
-        state.fact_seq = max(state.fact_seq + 1, at * 1000)
+        seq = state.fact_seq + 1
+        state.fact_seq = seq if seq > at * 1000 else at * 1000
         self._out.facts.append(fact)
         self._out.origins.append((state.key, state.fact_seq))
 
     def _prune(self, state: CustomerState, before: int) -> None:
+        # A history is rebuilt only when its oldest entry (cached on the state) is out of its
+        # window: per item, this is a few comparisons, not a pass over the history.
         config = self.config
-        state.digital = [h for h in state.digital if h[0] >= before - config.web_to_contact_window_ms]
-        state.contacts = [h for h in state.contacts if h[0] >= before - config.repeat_contact_window_ms]
+        if state.digital:
+            cutoff = before - config.web_to_contact_window_ms
+            if _oldest_digital(state) < cutoff:
+                state.digital = [h for h in state.digital if h[0] >= cutoff]
+                state.oldest_digital = None
+        if state.contacts:
+            cutoff = before - config.repeat_contact_window_ms
+            if _oldest_contact(state) < cutoff:
+                state.contacts = [h for h in state.contacts if h[0] >= cutoff]
+                state.oldest_contact = None
         # an applied event id is forgotten once it is old in event time AND enough items were
         # applied since: after a crash, items are delivered again by offset, and in a fast
         # catch-up a few seconds of input can span days of event time
-        horizon, recent = before - config.dedup_window_ms, self._applied - config.dedup_min_items
-        if any(t < horizon and applied <= recent for t, applied in state.seen.values()):
+        seen = state.seen
+        if not seen:
+            return
+        horizon = before - config.dedup_window_ms
+        if _oldest_seen(state) >= horizon:
+            return
+        recent = self._applied - config.dedup_min_items
+        lowest = state.lowest_applied
+        if lowest is None:
+            lowest = state.lowest_applied = min(entry[1] for entry in seen.values())
+        if lowest > recent:
+            return  # every old id waits for enough items to be applied after it
+        if any(t < horizon and applied <= recent for t, applied in seen.values()):
             state.seen = {
                 event_id: entry
-                for event_id, entry in state.seen.items()
+                for event_id, entry in seen.items()
                 if entry[0] >= horizon or entry[1] > recent
             }
+            state.oldest_seen = state.lowest_applied = None
 
     def _next_wakeup(self, state: CustomerState) -> int:
         config = self.config
-        candidates = [self._deadline(j) for j in state.journeys.values()]
-        candidates += [s.last_at + config.session_timeout_ms for s in state.sessions.values()]
+        due = FAR_FUTURE
+        if state.journeys:
+            abandon_after, idle_timeout = config.abandon_after_ms, config.idle_timeout_ms
+            for journey in state.journeys.values():
+                process_at = journey.last_process_at
+                at = (
+                    process_at + abandon_after
+                    if process_at is not None
+                    else journey.last_event_at + idle_timeout
+                )
+                if at < due:
+                    due = at
+        if state.sessions:
+            timeout = config.session_timeout_ms
+            for session in state.sessions.values():
+                if session.last_at + timeout < due:
+                    due = session.last_at + timeout
         if state.digital:
-            candidates.append(state.digital[0][0] + config.web_to_contact_window_ms)
+            oldest = state.oldest_digital
+            if oldest is None:
+                oldest = _oldest_digital(state)
+            if oldest + config.web_to_contact_window_ms < due:
+                due = oldest + config.web_to_contact_window_ms
         if state.contacts:
-            candidates.append(state.contacts[0][0] + config.repeat_contact_window_ms)
+            oldest = state.oldest_contact
+            if oldest is None:
+                oldest = _oldest_contact(state)
+            if oldest + config.repeat_contact_window_ms < due:
+                due = oldest + config.repeat_contact_window_ms
         # ids already old in event time wait for their revisit (by applied items), not a deadline
         watermark = self.timeline.watermark
-        pending = [
-            t + config.dedup_window_ms
-            for t, _ in state.seen.values()
-            if t + config.dedup_window_ms >= watermark
-        ]
-        if pending:
-            candidates.append(min(pending))
+        if state.seen:
+            window = config.dedup_window_ms
+            oldest = state.oldest_seen
+            if oldest is None:
+                oldest = _oldest_seen(state)
+            if oldest + window >= watermark:
+                if oldest + window < due:
+                    due = oldest + window
+            else:
+                pending = [t + window for t, _ in state.seen.values() if t + window >= watermark]
+                if pending:
+                    due = min(due, min(pending))
         if state.merged_into is not None and state.latest + config.idle_timeout_ms >= watermark:
-            candidates.append(state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
-        return min(candidates) if candidates else FAR_FUTURE
+            due = min(due, state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
+        return due
 
     def _schedule(self, state: CustomerState) -> None:
         due = self._next_wakeup(state)
@@ -588,12 +740,14 @@ class JourneyEngine:
         # merged before (a repeated login): nothing is left to hand over
         payload = None if state.merged_into is not None else _handover_bytes(state)
         self._out.messages.append(MergePayload(request.into, state.key, payload))
+        self._open_journeys -= len(state.journeys)
         _become_tombstone(state, request.into, request.at)
         self._awaiting.discard(state.key)
         # the tombstone keeps the ids it handed over: until they are forgotten, a redelivered
         # item of this key is still forwarded, never taken for a new anonymous visitor
         for entry in state.seen.values():
             entry[1] = self._applied
+        state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
 
     def _merge(self, state: CustomerState, source: str, payload: bytes | None) -> None:
@@ -606,6 +760,7 @@ class JourneyEngine:
         state.digital = sorted(state.digital + anonymous.digital)
         state.contacts = sorted(state.contacts + anonymous.contacts)
         state.seen.update({event_id: [entry[0], self._applied] for event_id, entry in anonymous.seen.items()})
+        state.oldest_digital = state.oldest_contact = state.oldest_seen = state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         for session in anonymous.sessions.values():
             state.sessions.setdefault(session.session_id, session)
@@ -620,6 +775,7 @@ class JourneyEngine:
         existing = state.journeys.get(journey.journey)
         if existing is None:
             state.journeys[journey.journey] = journey
+            self._open_journeys += 1
             self._bump(journey)
             return
         # both sides have it open: one journey under the earlier-started id (SPEC §2)
@@ -651,13 +807,33 @@ class JourneyEngine:
         if state is None:
             # a key changed since the last flush is not in the store yet (deleted here):
             # loading it would bring back the stale stored state
-            raw = None if key in self._dirty else self._load(key)
-            state = CustomerState.from_bytes(raw) if raw is not None else CustomerState(key)
-            self._customers[key] = state
+            state = None if key in self._dirty else self._loaded(key)
+            if state is None:
+                state = self._customers[key] = CustomerState(key)
+        return state
+
+    def _loaded(self, key: str) -> CustomerState | None:
+        """A customer from the store, made live again (None if the store has none)."""
+        raw = self._load(key)
+        if raw is None:
+            return None
+        state = CustomerState.from_bytes(raw)
+        restored = self._restored_at.pop(key, None)
+        if restored is not None:
+            for entry in state.seen.values():
+                entry[1] = restored  # as restore() renumbered them
+        if self._dropped_journeys.pop(key, None) is None:
+            # not counted yet: never held by this engine, or dropped (or restored) without
+            # open journeys, as it still is
+            self._open_journeys += len(state.journeys)
+        self._customers[key] = state
+        self._clean_before[key] = None  # as stored: droppable until it changes
         return state
 
     def _changed(self, state: CustomerState) -> None:
         self._dirty.add(state.key)
+        self._clean_before.pop(state.key, None)
+        self._clean_last.pop(state.key, None)
         if state.is_empty():
             del self._customers[state.key]
             self._wake_at.pop(state.key, None)
@@ -702,9 +878,32 @@ def _combine(kept: JourneyState, absorbed: JourneyState) -> None:
     kept.version = max(kept.version, absorbed.version)
 
 
+def _oldest_digital(state: CustomerState) -> int:
+    """The oldest time in a non-empty digital history (cached on the state)."""
+    oldest = state.oldest_digital
+    if oldest is None:
+        oldest = state.oldest_digital = min(state.digital)[0]
+    return oldest
+
+
+def _oldest_contact(state: CustomerState) -> int:
+    oldest = state.oldest_contact
+    if oldest is None:
+        oldest = state.oldest_contact = min(state.contacts)[0]
+    return oldest
+
+
+def _oldest_seen(state: CustomerState) -> int:
+    oldest = state.oldest_seen
+    if oldest is None:
+        oldest = state.oldest_seen = min(state.seen.values())[0]
+    return oldest
+
+
 def _become_tombstone(state: CustomerState, into: str, at: int) -> None:
     """What is left of an anonymous key once merged: where to forward later items."""
     state.journeys, state.digital, state.contacts, state.sessions = {}, [], [], {}
+    state.oldest_digital = state.oldest_contact = None
     state.held, state.pending_payloads, state.awaiting = [], {}, None
     state.merged_into = into
     state.latest = max(state.latest, at)

@@ -139,6 +139,14 @@ class CustomerState:
     # Sequence of the counted facts this key emitted (see JourneyEngine._emit): KPI cells keep
     # the last one per key and skip a fact replayed after a crash.
     fact_seq: int = 0
+    # Caches of the engine, not serialized: the oldest time in `digital`, `contacts` and
+    # `seen`, the lowest applied number in `seen` (None: not known, computed when asked).
+    # Whoever replaces one of those collections resets its cache to None; appending may
+    # lower it.
+    oldest_digital: int | None = field(default=None, compare=False, repr=False)
+    oldest_contact: int | None = field(default=None, compare=False, repr=False)
+    oldest_seen: int | None = field(default=None, compare=False, repr=False)
+    lowest_applied: int | None = field(default=None, compare=False, repr=False)  # in `seen`
 
     def is_empty(self) -> bool:
         return not (

@@ -13,19 +13,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 NEVER = -(2**62)  # watermark before anything was announced
-
-
-@dataclass(order=True, slots=True)
-class _Entry(Generic[T]):
-    time: int
-    seq: int
-    item: T = field(compare=False)
 
 
 class Timeline(Generic[T]):
@@ -35,7 +27,8 @@ class Timeline(Generic[T]):
         self._marks: dict[str, int] = {source: NEVER for source in sources}
         if not self._marks:
             raise ValueError("a timeline needs at least one source")
-        self._heap: list[_Entry[T]] = []
+        # (time, arrival seq, item): tuples compare in C, and seq is unique so items never do
+        self._heap: list[tuple[int, int, T]] = []
         self._seq = 0
         self.watermark = NEVER
 
@@ -44,9 +37,12 @@ class Timeline(Generic[T]):
 
     def observe(self, source: str, watermark: int) -> bool:
         """Record a source's watermark (they only move forward); True if ours advanced."""
-        if watermark <= self._marks.get(source, NEVER):
+        previous = self._marks.get(source, NEVER)
+        if watermark <= previous:
             return False
         self._marks[source] = watermark
+        if previous > self.watermark:
+            return False  # another source holds the aligned watermark back
         aligned = min(self._marks.values())
         if aligned > self.watermark:
             self.watermark = aligned
@@ -58,21 +54,21 @@ class Timeline(Generic[T]):
         if time < self.watermark:
             return False
         self._seq += 1
-        heapq.heappush(self._heap, _Entry(time, self._seq, item))
+        heapq.heappush(self._heap, (time, self._seq, item))
         return True
 
     def release(self) -> list[tuple[int, T]]:
         """Every buffered item with time <= watermark, in (time, arrival) order."""
         released: list[tuple[int, T]] = []
-        heap = self._heap
-        while heap and heap[0].time <= self.watermark:
-            entry = heapq.heappop(heap)
-            released.append((entry.time, entry.item))
+        heap, watermark, pop = self._heap, self.watermark, heapq.heappop
+        while heap and heap[0][0] <= watermark:
+            time, _, item = pop(heap)
+            released.append((time, item))
         return released
 
     def pending(self) -> list[T]:
         """Items still buffered (not yet released), in no particular order."""
-        return [entry.item for entry in self._heap]
+        return [entry[2] for entry in self._heap]
 
 
 class SourceWatermark:
