@@ -117,12 +117,11 @@ class Assignment:
             if values:
                 self.store(name, partition).stage(values)
 
-    def rows_durable(self, now_s: float) -> None:
-        """The input records read since the last checkpoint have their raw rows stored."""
+    def rows_durable(self, produced_at: list[int], now_s: float) -> None:
+        """Input records produced at these times (ms) have their raw rows stored."""
         observe = self.metrics.store_delay_seconds.observe
-        for produced in self.produced_at:
+        for produced in produced_at:
             observe(max(0.0, now_s - produced / 1000))
-        self.produced_at.clear()
 
     def commit_points(self) -> dict[TopicPartition, int]:
         """Per input partition processed since the last commit: the offset that is safe once

@@ -52,6 +52,7 @@ class Checkpoint:
         self.changelog_topic = changelog_topic
         self.commit = commit
         self.last = time.monotonic()
+        self._inflight: asyncio.Future[None] | None = None
 
     async def emit(self, effects: Effects) -> None:
         """Rows to the sink's buffer, records to the producer (not awaited)."""
@@ -65,23 +66,53 @@ class Checkpoint:
             await self.producer.send(records)
 
     async def run(self, assignment: Assignment, effects: Effects) -> None:
+        """A whole checkpoint, waited for (before partitions are given up, at stop)."""
+        await self.start(assignment, effects)
+        await self.wait()
+
+    async def start(self, assignment: Assignment, effects: Effects) -> None:
+        """Take what is to be made durable now (under the driver's lock), then write it in
+        the background while the next batches are processed; one checkpoint at a time.
+        What is taken is fixed here: rows and records emitted so far, the state changes and
+        the offsets they make safe. Later batches' rows go to the sink's next generation,
+        their state changes to the next checkpoint."""
+        await self.wait()
         assignment.collect(now_ms(), time.monotonic(), effects)
         await self.emit(effects)
-        await self.sink.flush()
-        assignment.rows_durable(time.time())
-        await self.producer.drain()
         assignment.stage_changes()
-        for group in STORE_WRITE_ORDER:
-            await self._write_states([s for (name, _), s in assignment.stores.items() if name in group])
+        writes = [
+            [(store, store.begin_write()) for (name, _), store in assignment.stores.items() if name in group]
+            for group in STORE_WRITE_ORDER
+        ]
         points = assignment.commit_points()
+        produced_at, assignment.produced_at = assignment.produced_at, []
+        self.last = time.monotonic()
+        self._inflight = asyncio.ensure_future(self._finish(assignment, writes, points, produced_at))
+
+    async def wait(self) -> None:
+        """Until the checkpoint under way is durable; raises what made it fail."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    async def _finish(
+        self,
+        assignment: Assignment,
+        writes: list[list[tuple[PartitionStore, StateChanges]]],
+        points: dict[TopicPartition, int],
+        produced_at: list[int],
+    ) -> None:
+        await self.sink.flush()
+        assignment.rows_durable(produced_at, time.time())
+        await self.producer.drain()
+        for group in writes:
+            await self._write_states(group)
         if points:
             await self._commit(assignment, points)
-        self.last = time.monotonic()
 
-    async def _write_states(self, stores: list[PartitionStore]) -> None:
+    async def _write_states(self, stores: list[tuple[PartitionStore, StateChanges]]) -> None:
         writes: list[tuple[PartitionStore, StateChanges, list[asyncio.Future[Any]]]] = []
-        for store in stores:
-            changes = store.take_staged()
+        for store, changes in stores:
             if not changes:
                 continue
             topic = self.changelog_topic(store.name)

@@ -180,7 +180,7 @@ class StreamDriver:
                     await self._handle(batch)
                 await self._tick()
                 if self._checkpoint_due():
-                    await self._checkpoint.run(self.assignment, self.effects)
+                    await self._checkpoint.start(self.assignment, self.effects)
 
     async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._checkpoint is not None

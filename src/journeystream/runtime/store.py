@@ -133,22 +133,28 @@ class PartitionStore:
         self.partition = partition
         self.backend = backend
         self._staged: StateChanges = {}
+        self._writing: StateChanges = {}  # taken by the checkpoint under way, not yet durable
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._staged:
             return self._staged[key]
+        if key in self._writing:
+            return self._writing[key]
         return self.backend.get(key)
 
     def stage(self, changes: StateChanges) -> None:
         self._staged.update(changes)
 
-    def take_staged(self) -> StateChanges:
-        staged, self._staged = self._staged, {}
-        return staged
+    def begin_write(self) -> StateChanges:
+        """The staged changes, for the checkpoint to write (still readable until committed)."""
+        self._writing, self._staged = self._staged, {}
+        return self._writing
 
     def commit(self, changes: StateChanges, next_offset: int) -> None:
         """`changes` are on the changelog, which is now read up to `next_offset`."""
         self.backend.write(changes, next_offset)
+        if changes is self._writing:
+            self._writing = {}
 
     def restored(self, changes: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
         self.backend.write(dict(changes), next_offset)
@@ -160,6 +166,7 @@ class PartitionStore:
         """The partition left this worker before its changes were written: they are lost
         with the in-memory stage state, and the input will be read again."""
         self._staged.clear()
+        self._writing = {}
 
 
 def open_backend(kind: str, data_dir: Path, name: str, partition: int) -> Backend:

@@ -21,7 +21,8 @@ def test_staged_changes_are_read_before_they_are_committed(store: PartitionStore
     store.stage({b"a": b"3", b"b": None})
     assert store.get(b"a") == b"3" and store.get(b"b") is None
     assert store.backend.get(b"a") == b"1"  # not durable yet
-    staged = store.take_staged()
+    staged = store.begin_write()
+    assert store.get(b"a") == b"3"  # still readable while the checkpoint writes it
     store.commit(staged, next_offset=9)
     assert dict(store.items()) == {b"a": b"3"}
     assert store.backend.next_offset() == 9
