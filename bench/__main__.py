@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,11 @@ RESULTS = Path(__file__).parent / "results"
 def main(names: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{today()}.md"
-    lines = [f"\n## {today()} — {', '.join(names)}\n", f"Machine: {describe()}\n"]
+    load = os.getloadavg()[0]  # other work on the machine skews every figure: say how much there was
+    lines = [
+        f"\n## {today()} — {', '.join(names)}\n",
+        f"Machine: {describe()}; load average {load:.2f} at start\n",
+    ]
     for name in names:
         figures = importlib.import_module(f"bench.{name}").run()
         print(f"{name}: {figures}", flush=True)
