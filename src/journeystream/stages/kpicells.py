@@ -77,7 +77,8 @@ class PartitionKpis:
         changes: StateChanges = {}
         for key, counts in accumulator.pop_dirty():
             effects.row(KPI_MINUTE.name, kpi_row(key, counts, partition, stamp_ms))
-            changes[cell_store_key(partition, key)] = orjson.dumps(accumulator.cell_state(key))
+            # orjson writes the dataclass itself: the same object as cell_state(), in C
+            changes[cell_store_key(partition, key)] = orjson.dumps(counts)
         if watermark > self.progress:
             self.progress = watermark
             effects.row(KPI_PROGRESS.name, progress_row(partition, watermark, stamp_ms))
