@@ -53,6 +53,7 @@ def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
                 time.sleep(0.1)
             seconds = time.monotonic() - started
             cores_used = (_cpu_seconds(worker.pid) - cpu_started) / seconds
+            checkpoints = worker.metrics().get("journeystream_checkpoint_seconds_count", 0.0)
         finally:
             worker.stop()
     worker_rate, raw_rate = events / seconds, events / raw_s
@@ -68,6 +69,7 @@ def run_once(events: int, customers: int, partitions: int) -> dict[str, float]:
         "first_half_events_per_s": (events // 2) / first_half,
         "second_half_events_per_s": (events - events // 2) / max(1e-9, seconds - first_half),
         "worker_cores_used": cores_used,
+        "checkpoints": checkpoints,
         "broker_ready_s": broker_ready_s,
     }
 

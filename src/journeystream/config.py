@@ -200,6 +200,13 @@ _SETTINGS: dict[str, _Setting] = {
     "sink_flush_ms": _Setting(
         "SINK_FLUSH_MS", "1000", _positive_int, "... or once its oldest row is this old"
     ),
+    "checkpoint_backlog_ms": _Setting(
+        "CHECKPOINT_BACKLOG_MS",
+        "5000",
+        _positive_int,
+        "While the worker reads a backlog (full fetches), it checkpoints this often instead of every "
+        "SINK_FLUSH_MS, with SINK_BATCH_ROWS scaled alike: fewer, larger writes of the same states",
+    ),
     "sink_max_backoff_ms": _Setting(
         "SINK_MAX_BACKOFF_MS", "30000", _positive_int, "Longest wait between retries of a failed flush"
     ),
@@ -330,6 +337,7 @@ class Settings:
     facts_ttl_days: int
     sink_batch_rows: int
     sink_flush_ms: int
+    checkpoint_backlog_ms: int
     sink_max_backoff_ms: int
     allowed_lateness_ms: int
     abandon_after_ms: int

@@ -107,6 +107,12 @@ class Metrics:
             "KPI contributions refused: their minute was already beyond the KPI horizon",
             registry=registry,
         )
+        self.checkpoint_seconds = Histogram(
+            "journeystream_checkpoint_seconds",
+            "From a checkpoint's start to its offsets committed (rows, records, changelogs, commit)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
         self.alert_value = Gauge(
             "journeystream_alert_value",
             "Last value of each alert rule's metric (NaN when it has none, e.g. no volume)",
@@ -158,6 +164,9 @@ class Metrics:
 
     def on_kpi_too_late(self, count: int) -> None:
         self.kpi_too_late.inc(count)
+
+    def on_checkpoint(self, seconds: float) -> None:
+        self.checkpoint_seconds.observe(seconds)
 
     # SinkObserver
     def on_flushed(self, table: str, rows: int, seconds: float) -> None:

@@ -46,6 +46,7 @@ class Checkpoint:
         producer: Producer,
         changelog_topic: Callable[[str], str],
         commit: Commit,
+        on_done: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.sink = sink
         self.producer = producer
@@ -53,6 +54,7 @@ class Checkpoint:
         self.commit = commit
         self.last = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
+        self._on_done = on_done
 
     async def emit(self, effects: Effects) -> None:
         """Rows to the sink's buffer, records to the producer (not awaited)."""
@@ -86,8 +88,8 @@ class Checkpoint:
         ]
         points = assignment.commit_points()
         produced_at, assignment.produced_at = assignment.produced_at, []
-        self.last = time.monotonic()
-        self._inflight = asyncio.ensure_future(self._finish(assignment, writes, points, produced_at))
+        self.last = started = time.monotonic()
+        self._inflight = asyncio.ensure_future(self._finish(assignment, writes, points, produced_at, started))
 
     async def wait(self) -> None:
         """Until the checkpoint under way is durable; raises what made it fail."""
@@ -101,6 +103,7 @@ class Checkpoint:
         writes: list[list[tuple[PartitionStore, StateChanges]]],
         points: dict[TopicPartition, int],
         produced_at: list[int],
+        started: float,
     ) -> None:
         await self.sink.flush()
         assignment.rows_durable(produced_at, time.time())
@@ -109,6 +112,7 @@ class Checkpoint:
             await self._write_states(group)
         if points:
             await self._commit(assignment, points)
+        self._on_done(time.monotonic() - started)
 
     async def _write_states(self, stores: list[tuple[PartitionStore, StateChanges]]) -> None:
         writes: list[tuple[PartitionStore, StateChanges, list[asyncio.Future[Any]]]] = []
