@@ -13,6 +13,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from journeystream.core.config import RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, Fact
 from journeystream.core.identity import IdentityStage, encode_links
@@ -37,10 +38,12 @@ class StoredPipeline(LocalPipeline):
     """The pipeline with a store behind the engine, flushed every `every` events, and at
     most `live` customers kept live (0: every clean customer may be dropped)."""
 
-    def __init__(self, live: int, every: int, store: dict[str, bytes] | None = None) -> None:
-        super().__init__(CONFIG)
+    def __init__(
+        self, live: int, every: int, store: dict[str, bytes] | None = None, config: RulesConfig = CONFIG
+    ) -> None:
+        super().__init__(config)
         self.store: dict[str, bytes] = {} if store is None else store
-        self.engine = JourneyEngine(CONFIG, [SOURCE_A, SOURCE_B], load=self.store.get, live_customers=live)
+        self.engine = JourneyEngine(config, [SOURCE_A, SOURCE_B], load=self.store.get, live_customers=live)
         self.every, self.fed, self.most_live = every, 0, 0
 
     def feed(self, event: Event) -> None:
@@ -108,6 +111,29 @@ def test_restore_keeps_no_customer_live_and_the_run_continues_as_if_uninterrupte
     assert second.engine.open_journeys() == first.engine.open_journeys()
     second.advance(cut)
     assert outcome(facts + run(stream[split:], second)) == expected
+
+
+SHORT_DEDUP = RulesConfig(dedup_window_ms=60_000, dedup_min_items=4)
+
+
+@SOME
+@given(streams | hand_built(), st.sampled_from([0, 2]), st.integers(1, 6))
+def test_dropped_customers_forget_their_ids_as_live_ones_do(
+    stream: tuple[Event, ...], live: int, every: int
+) -> None:
+    """Ids are forgotten by revisits (a few items later) and wakeups: the same with a store."""
+    expected: list[Fact] = []
+    plain = LocalPipeline(SHORT_DEDUP)
+    stored = StoredPipeline(live, every, config=SHORT_DEDUP)
+    got: list[Fact] = []
+    for event in (*stream, *stream):  # every event twice: some come back after their id is gone
+        plain.feed(event)
+        expected += plain.drain()
+        stored.feed(event)
+        got += stored.drain()
+    plain.advance(END)
+    stored.advance(END)
+    assert got + stored.drain() == expected + plain.drain()
 
 
 # ---- late events --------------------------------------------------------------------------

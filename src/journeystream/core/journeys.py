@@ -132,6 +132,7 @@ class JourneyEngine:
         self._clean_last: OrderedDict[str, None] = OrderedDict()
         self._open_journeys = 0  # open journeys of every customer, live or dropped
         self._dropped_journeys: dict[str, int] = {}  # dropped key -> its open journeys (> 0)
+        self._dropped_seen: dict[str, int] = {}  # dropped key -> the oldest time of its ids
         self._restored_at: dict[str, int] = {}  # restored, not loaded yet -> applied count then
         self._dirty: set[str] = set()
         self._awaiting: set[str] = set()  # keys holding items until a merge payload arrives
@@ -187,8 +188,7 @@ class JourneyEngine:
         if self._evicts and state.awaiting is None and not state.held:
             # index its deadline only; loaded back (and its ids renumbered so) when needed
             self._restored_at[key] = self._applied
-            if state.journeys:
-                self._dropped_journeys[key] = len(state.journeys)
+            self._note_dropped(state)
             return
         self._customers[key] = state
         if state.awaiting is not None:
@@ -238,8 +238,7 @@ class JourneyEngine:
             if state is None or state.awaiting is not None or state.held:
                 continue
             del customers[key]
-            if state.journeys:
-                self._dropped_journeys[key] = len(state.journeys)
+            self._note_dropped(state)
             excess -= 1
         candidates.update(self._clean_last)
         self._clean_last = OrderedDict()
@@ -500,7 +499,10 @@ class JourneyEngine:
             _, key = revisits.popleft()
             state = self._customers.get(key)
             if state is None and self._evicts and key not in self._dirty:
-                state = self._loaded(key)  # dropped: its ids may be due for pruning
+                oldest = self._dropped_seen.get(key)
+                if oldest is None or oldest >= self.timeline.watermark - self.config.dedup_window_ms:
+                    continue  # dropped with no id old in event time: nothing to prune
+                state = self._loaded(key)
             if state is not None and state.awaiting is None and state.seen:
                 self._fire_due(state, self.timeline.watermark)
                 self._changed(state)
@@ -812,12 +814,20 @@ class JourneyEngine:
                 state = self._customers[key] = CustomerState(key)
         return state
 
+    def _note_dropped(self, state: CustomerState) -> None:
+        """What the engine still needs to know of a customer it does not hold."""
+        if state.journeys:
+            self._dropped_journeys[state.key] = len(state.journeys)
+        if state.seen:
+            self._dropped_seen[state.key] = _oldest_seen(state)
+
     def _loaded(self, key: str) -> CustomerState | None:
         """A customer from the store, made live again (None if the store has none)."""
         raw = self._load(key)
         if raw is None:
             return None
         state = CustomerState.from_bytes(raw)
+        self._dropped_seen.pop(key, None)
         restored = self._restored_at.pop(key, None)
         if restored is not None:
             for entry in state.seen.values():

@@ -162,25 +162,27 @@ class CustomerState:
         )
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            [
-                FORMAT_VERSION,
-                self.key,
-                self.segment,
-                [j.to_list() for j in self.journeys.values()],
-                self.digital,
-                self.contacts,
-                self.seen,
-                [s.to_list() for s in self.sessions.values()],
-                self.touch,
-                self.latest,
-                self.merged_from,
-                self.awaiting,
-                self.held,
-                self.pending_payloads,
-                self.merged_into,
-                self.fact_seq,
-            ]
+        return compact(
+            orjson.dumps(
+                [
+                    FORMAT_VERSION,
+                    self.key,
+                    self.segment,
+                    [j.to_list() for j in self.journeys.values()],
+                    self.digital,
+                    self.contacts,
+                    self.seen,
+                    [s.to_list() for s in self.sessions.values()],
+                    self.touch,
+                    self.latest,
+                    self.merged_from,
+                    self.awaiting,
+                    self.held,
+                    self.pending_payloads,
+                    self.merged_into,
+                    self.fact_seq,
+                ]
+            )
         )
 
     @classmethod
@@ -207,6 +209,13 @@ class CustomerState:
             merged_into=data[14],
             fact_seq=data[15] if len(data) > 15 else 0,
         )
+
+
+def compact(raw: bytes) -> bytes:
+    """A copy of exactly its length. orjson.dumps returns bytes inside a buffer of at least
+    4 KiB (it only shortens the length), so a value kept in memory (a stored state) would
+    hold 4 KiB however small it is."""
+    return memoryview(raw).tobytes()
 
 
 def event_to_list(event: Event) -> list[Any]:
