@@ -7,6 +7,7 @@ aiokafka (runtime/driver.py), and the endpoints must answer while a batch holds 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from journeystream.sinks.clickhouse import ClickHouseWriter
 log = logging.getLogger(__name__)
 
 GAUGES_S = 2.0
+GC_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 
 
 class WorkerService(Service):
@@ -53,6 +55,9 @@ class WorkerService(Service):
         }
 
     async def on_start(self) -> None:
+        # The worker holds many long-lived objects (customer states, cells): the default
+        # thresholds run full collections over them every few thousand allocations.
+        gc.set_threshold(GC_THRESHOLD, 50, 100)
         self.http.start()
         try:
             await self.driver.start()

@@ -19,6 +19,7 @@ import orjson
 from journeystream.core.facts import Fact
 from journeystream.core.journeys import Origin
 from journeystream.core.kpis import CellKey, KpiAccumulator
+from journeystream.core.state import compact  # stored values: exact-size bytes
 from journeystream.core.timeline import NEVER
 from journeystream.sinks.rows import KPI_MINUTE, KPI_PROGRESS, kpi_row, progress_row
 from journeystream.stages.effects import Effects, StateChanges
@@ -78,7 +79,7 @@ class PartitionKpis:
         for key, counts in accumulator.pop_dirty():
             effects.row(KPI_MINUTE.name, kpi_row(key, counts, partition, stamp_ms))
             # orjson writes the dataclass itself: the same object as cell_state(), in C
-            changes[cell_store_key(partition, key)] = orjson.dumps(counts)
+            changes[cell_store_key(partition, key)] = compact(orjson.dumps(counts))
         if watermark > self.progress:
             self.progress = watermark
             effects.row(KPI_PROGRESS.name, progress_row(partition, watermark, stamp_ms))
@@ -89,7 +90,9 @@ class PartitionKpis:
                 changes[cell_store_key(partition, key)] = None
             accumulator.evict(floor)
         for customer, mark in accumulator.pop_dirty_marks().items():
-            changes[mark_store_key(partition, customer)] = None if mark is None else orjson.dumps(mark)
+            changes[mark_store_key(partition, customer)] = (
+                None if mark is None else compact(orjson.dumps(mark))
+            )
         return changes
 
     def _floor(self, now_s: float) -> int | None:
