@@ -181,3 +181,17 @@ async def test_real_embedded_clickhouse_writes_each_row_once(tmp_path: Path) -> 
         assert rows == [(1000, 1000)]
     finally:
         writer.close()
+
+
+async def test_rows_added_together_are_written_like_rows_added_one_by_one() -> None:
+    one_by_one, together = ScriptedWriter(), ScriptedWriter()
+    rows = [("t", (f"id{n}", n)) for n in range(5)]
+    first = BatchingSink(one_by_one, [TableSpec("t", ("id", "v"), ("id",))], max_rows=100, max_age_s=60)
+    second = BatchingSink(together, [TableSpec("t", ("id", "v"), ("id",))], max_rows=100, max_age_s=60)
+    for table, row in rows:
+        first.add(table, row)
+    second.add_many(rows)
+    assert first.pending_rows == second.pending_rows == 5
+    await first.flush()
+    await second.flush()
+    assert one_by_one.written == together.written

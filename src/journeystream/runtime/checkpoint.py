@@ -59,8 +59,7 @@ class Checkpoint:
     async def emit(self, effects: Effects) -> None:
         """Rows to the sink's buffer, records to the producer (not awaited)."""
         taken = effects.take()
-        for table, row in taken.rows:
-            self.sink.add(table, row)
+        self.sink.add_many(taken.rows)
         records = taken.records
         for envelope in taken.envelopes:
             records.extend(envelope_records(envelope))

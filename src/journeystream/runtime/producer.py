@@ -30,9 +30,12 @@ class Producer:
     async def send_tracked(self, records: Iterable[OutputRecord]) -> list[asyncio.Future[Any]]:
         """Queue records; returns the futures of their batches, in order per partition
         (each resolves to the RecordMetadata of its batch's first record)."""
+        records = list(records)
+        for topic in {record.topic for record in records if record.partition is None}:
+            await self._learn_partitions(topic)
         grouped: defaultdict[tuple[str, int], list[OutputRecord]] = defaultdict(list)
         for record in records:
-            grouped[(record.topic, await self._partition(record))].append(record)
+            grouped[(record.topic, self._partition(record))].append(record)
         futures = []
         for (topic, partition), group in grouped.items():
             batch = self._producer.create_batch()
@@ -51,14 +54,14 @@ class Producer:
         if inflight:
             await asyncio.gather(*inflight)
 
-    async def _partition(self, record: OutputRecord) -> int:
+    async def _learn_partitions(self, topic: str) -> None:
+        if topic not in self._partition_counts:
+            self._partition_counts[topic] = len(await self._producer.partitions_for(topic))
+
+    def _partition(self, record: OutputRecord) -> int:
         if record.partition is not None:
             return record.partition
-        count = self._partition_counts.get(record.topic)
-        if count is None:
-            count = self._partition_counts[record.topic] = len(
-                await self._producer.partitions_for(record.topic)
-            )
+        count = self._partition_counts[record.topic]
         if record.key is None:
             return next(self._round_robin) % count
         return (murmur2(record.key) & 0x7FFFFFFF) % count  # as Kafka's Java clients place keys

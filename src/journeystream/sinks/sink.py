@@ -111,6 +111,24 @@ class BatchingSink:
         if generation.first_added is None:
             generation.first_added = self._clock()
 
+    def add_many(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Buffer (table, row) pairs, in order (no I/O)."""
+        if not rows:
+            return
+        if self._closed:
+            raise SinkClosedError(f"sink closed; cannot add {len(rows)} rows")
+        generation = self._current
+        batches = generation.batches
+        for table, row in rows:
+            batch = batches.get(table)
+            if batch is None:
+                spec = self._tables[table]
+                batch = batches[table] = Batch(spec.name, spec.columns, spec.key_columns)
+            batch.append(row)
+        generation.rows += len(rows)
+        if generation.first_added is None:
+            generation.first_added = self._clock()
+
     def after_flush(self, callback: AfterFlush) -> None:
         """Run `callback` once every row added so far has been written."""
         self._current.callbacks.append(callback)

@@ -36,8 +36,8 @@ class RecordingSink:
         self.rows: list[str] = []
         self.pending_rows = 0
 
-    def add(self, table: str, row: Any) -> None:
-        self.rows.append(table)
+    def add_many(self, rows: list[tuple[str, Any]]) -> None:
+        self.rows.extend(table for table, _ in rows)
 
     async def flush(self) -> None:
         self.log.append(f"rows:{','.join(sorted(set(self.rows)))}")
