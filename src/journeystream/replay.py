@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from journeystream.config import Settings, rules_config
+from journeystream.process import tune_gc
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import ALL_TABLES, IRRITANTS, JOURNEYS, now_ms
 from journeystream.sinks.sink import BatchingSink
@@ -70,6 +71,7 @@ async def replay_file(path: Path, settings: Settings, close_until: int | None = 
 async def _replay(
     path: Path, settings: Settings, sink: BatchingSink, close_until: int | None
 ) -> ReplaySummary:
+    tune_gc()
     started = time.monotonic()
     summary = ReplaySummary()
     stages = LocalStages(

@@ -7,7 +7,6 @@ aiokafka (runtime/driver.py), and the endpoints must answer while a batch holds 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from mode import Service
 from journeystream.config import Settings
 from journeystream.core.alerts import Rule
 from journeystream.metrics import Metrics
+from journeystream.process import tune_gc
 from journeystream.runtime.driver import StreamDriver
 from journeystream.runtime.http import HttpEndpoints
 from journeystream.sinks.clickhouse import ClickHouseWriter
@@ -26,7 +26,6 @@ from journeystream.sinks.clickhouse import ClickHouseWriter
 log = logging.getLogger(__name__)
 
 GAUGES_S = 2.0
-GC_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 
 
 class WorkerService(Service):
@@ -55,9 +54,7 @@ class WorkerService(Service):
         }
 
     async def on_start(self) -> None:
-        # The worker holds many long-lived objects (customer states, cells): the default
-        # thresholds run full collections over them every few thousand allocations.
-        gc.set_threshold(GC_THRESHOLD, 50, 100)
+        tune_gc()
         self.http.start()
         try:
             await self.driver.start()
