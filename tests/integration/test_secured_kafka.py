@@ -239,7 +239,8 @@ def invalid_messages(count: int) -> list[tuple[bytes, bytes, str]]:
 async def test_worker_runs_end_to_end_over_sasl_ssl(
     secured_broker: SecuredBroker, unique_name: str, tmp_path: Path
 ) -> None:
-    """Needs the runtime to build its consumers and producers with kafka_options."""
+    """The worker, every Kafka client of it built with kafka_options, over SASL_SSL: exact
+    tables, the rejected topic byte for byte, and no secret in its log, metrics or headers."""
     security = {
         key.removeprefix("JOURNEYSTREAM_").lower(): value
         for key, value in secured_broker.env().items()
