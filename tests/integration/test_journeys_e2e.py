@@ -194,7 +194,7 @@ def _kill_at_random_moment(worker: WorkerProcess, moment: str, chance: random.Ra
     else:  # mid-stream, once this run has applied a random share of the stream
         target = chance.randint(2_000, 15_000)
         wait_for(partial(_has_applied, worker, target), 180, f"{target} applied events", interval=0.05)
-        time.sleep(chance.uniform(0.0, 0.5))
+        time.sleep(chance.uniform(0.0, 2.0))  # anywhere in the checkpoint cycle, not only after one
     applied, consumed = _applied(worker), _consumed(worker)
     assert worker.kill() == -9
     seconds = time.monotonic() - started
