@@ -277,6 +277,8 @@ class StreamDriver:
             await restore(stores, lambda name: changelog_topic(self.settings, name), self.client_options)
             for tp in sorted(assigned):
                 self.assignment.build(tp)
+            if self._checkpoint is not None:
+                self._checkpoint.last = time.monotonic()  # the interval runs from the work's start
             self.rebalancing = False
             log.info(
                 "assigned %s in %.2fs",
