@@ -208,6 +208,8 @@ def _replay(args: argparse.Namespace) -> int:
         f"{summary.rejected} rejected; {summary.journeys_written} journey versions, "
         f"{summary.irritants_written} irritants written"
     )
+    if expired := summary.expired_line():
+        print(f"warning: {expired}")
     return 0
 
 

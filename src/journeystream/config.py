@@ -11,6 +11,7 @@ connection, ...), stops the process with one line naming the setting.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -186,10 +187,17 @@ _SETTINGS: dict[str, _Setting] = {
         "empty = the system's trusted CAs",
     ),
     "events_ttl_days": _Setting(
-        "EVENTS_TTL_DAYS", "90", _positive_int, "Retention of interaction_events and rejected_events"
+        "EVENTS_TTL_DAYS",
+        "90",
+        _positive_int,
+        "Retention of interaction_events and rejected_events; refused at start when the retention "
+        "horizon (now + a year + this) passes the end of ClickHouse's DateTime (2106-02-07)",
     ),
     "facts_ttl_days": _Setting(
-        "FACTS_TTL_DAYS", "730", _positive_int, "Retention of journeys, irritants, kpi_minute and alerts"
+        "FACTS_TTL_DAYS",
+        "730",
+        _positive_int,
+        "Retention of journeys, irritants, kpi_minute and alerts; same limit as EVENTS_TTL_DAYS",
     ),
     "sink_batch_rows": _Setting(
         "SINK_BATCH_ROWS", "20000", _positive_int, "A sink flushes once it holds this many rows"
@@ -367,6 +375,7 @@ class Settings:
         if not values["clickhouse_dsn"]:
             path = Path(values["data_dir"], "clickhouse").resolve()
             values["clickhouse_dsn"] = f"chdb://{path}"
+        _check_retention(values, time.time())
         values.update(_check_kafka_security(values))
         values.update(_check_clickhouse_security(values))
         values.update(_check_alertmanager_security(values))
@@ -428,6 +437,32 @@ def read_secret_file(attribute: str, path: str) -> str:
     if not secret:
         raise ConfigError(f"{_name(attribute)}={path!r}: the file is empty")
     return secret
+
+
+DATETIME_END_S = 2**32 - 1
+"""The last second ClickHouse's DateTime holds: 2106-02-07T06:28:15Z."""
+FUTURE_MARGIN_DAYS = 366
+"""Room for event times ahead of the wall clock (skewed producers, simulated futures)."""
+
+
+def max_ttl_days(now_s: float) -> int:
+    """The longest retention whose TTL expression (event time + N days) stays inside
+    ClickHouse's DateTime for events up to a year ahead of `now_s`. Past it the expression
+    wraps round to 1970-1971 and ClickHouse drops every insert without an error."""
+    return int((DATETIME_END_S - now_s) // 86_400) - FUTURE_MARGIN_DAYS
+
+
+def _check_retention(values: dict[str, Any], now_s: float) -> None:
+    """Refuse a TTL the tables cannot express (one rule per TTL setting)."""
+    limit = max_ttl_days(now_s)
+    for attribute in ("events_ttl_days", "facts_ttl_days"):
+        days = values[attribute]
+        if days > limit:
+            raise ConfigError(
+                f"{_name(attribute)}={days}: the TTL horizon (event time + {days} days) passes the end "
+                f"of ClickHouse's DateTime range (2106-02-07), so ClickHouse would silently drop every "
+                f"insert into the tables it governs; use at most {limit} days"
+            )
 
 
 def _check_readable(attribute: str, path: str) -> None:
