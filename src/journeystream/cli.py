@@ -1,4 +1,4 @@
-"""The `journeystream` command: worker, migrate, simulate, demo, config."""
+"""The `journeystream` command: worker, migrate, simulate, replay, demo, pseudonym, config."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
     demo.set_defaults(run=_demo)
+
+    pseudonym = commands.add_parser(
+        "pseudonym", help="print the token that stands for an id (JOURNEYSTREAM_PSEUDONYM_KEY_FILE)"
+    )
+    pseudonym.add_argument("id", help="a customer, anonymous, session or agent id as producers send it")
+    pseudonym.set_defaults(run=_pseudonym)
 
     config = commands.add_parser("config", help="show the effective settings (secrets masked)")
     config.add_argument("--markdown", action="store_true", help="print the settings table of the README")
@@ -218,6 +224,17 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(args.rate, args.customers, args.invalid_share, args.duration)
     return run_demo(options)
+
+
+def _pseudonym(args: argparse.Namespace) -> int:
+    from journeystream.config import pseudonyms
+    from journeystream.errors import ConfigError
+
+    tokens = pseudonyms(Settings.from_env())
+    if tokens is None:
+        raise ConfigError("JOURNEYSTREAM_PSEUDONYM_KEY_FILE is not set: ids are stored as they come")
+    print(tokens.token(args.id))
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:

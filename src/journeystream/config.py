@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from journeystream.core.alerts import Rule, load_rules
 from journeystream.core.config import RulesConfig
+from journeystream.core.pseudonym import MIN_KEY_BYTES, Pseudonyms
 from journeystream.errors import ConfigError
 
 PREFIX = "JOURNEYSTREAM_"
@@ -199,6 +200,14 @@ _SETTINGS: dict[str, _Setting] = {
         _positive_int,
         "Retention of journeys, irritants, kpi_minute and alerts; same limit as EVENTS_TTL_DAYS",
     ),
+    "pseudonym_key_file": _Setting(
+        "PSEUDONYM_KEY_FILE",
+        "",
+        str,
+        "File holding the secret key of pseudonymised ids (at least 16 bytes, e.g. `openssl rand -hex 32`), "
+        "read once at start: customer, anonymous, session and agent ids are replaced at ingest by keyed "
+        "hashes (see Privacy); empty = ids are stored as they come",
+    ),
     "sink_batch_rows": _Setting(
         "SINK_BATCH_ROWS", "20000", _positive_int, "A sink flushes once it holds this many rows"
     ),
@@ -332,6 +341,7 @@ class Settings:
     clickhouse_ca_file: str
     events_ttl_days: int
     facts_ttl_days: int
+    pseudonym_key_file: str
     sink_batch_rows: int
     sink_flush_ms: int
     sink_max_backoff_ms: int
@@ -359,6 +369,7 @@ class Settings:
     kafka_ssl_key_password: str = field(default="", repr=False)
     clickhouse_password: str = field(default="", repr=False)
     alertmanager_password: str = field(default="", repr=False)
+    pseudonym_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -379,6 +390,7 @@ class Settings:
         values.update(_check_kafka_security(values))
         values.update(_check_clickhouse_security(values))
         values.update(_check_alertmanager_security(values))
+        values.update(_read_pseudonym_key(values))
         return cls(**values)
 
     def describe(self) -> dict[str, str]:
@@ -417,6 +429,7 @@ SECRET_FIELDS = (
     "kafka_ssl_key_password",
     "clickhouse_password",
     "alertmanager_password",
+    "pseudonym_key",
 )
 
 
@@ -570,6 +583,26 @@ def _check_alertmanager_security(values: dict[str, Any]) -> dict[str, Any]:
         )
     _check_https_ca(values, "alertmanager_ca_file", "alertmanager_url")
     return resolved
+
+
+def _read_pseudonym_key(values: dict[str, Any]) -> dict[str, Any]:
+    path = values["pseudonym_key_file"]
+    if not path:
+        return {}
+    key = read_secret_file("pseudonym_key_file", path)
+    if len(key.encode("utf-8")) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{_name('pseudonym_key_file')}={path!r}: the key holds fewer than {MIN_KEY_BYTES} bytes "
+            "(make one with: openssl rand -hex 32)"
+        )
+    return {"pseudonym_key": key}
+
+
+def pseudonyms(settings: Settings) -> Pseudonyms | None:
+    """The pseudonymiser of JOURNEYSTREAM_PSEUDONYM_KEY_FILE (None: ids are kept as they come)."""
+    if not settings.pseudonym_key:
+        return None
+    return Pseudonyms(settings.pseudonym_key.encode("utf-8"))
 
 
 def _check_https_ca(values: dict[str, Any], ca_attribute: str, url_attribute: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from journeystream.config import Settings, rules_config
+from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.rows import ALL_TABLES, IRRITANTS, JOURNEYS, now_ms, retention_days
 from journeystream.sinks.sink import BatchingSink
@@ -92,7 +92,11 @@ async def _replay(
     started = time.monotonic()
     summary = ReplaySummary()
     stages = LocalStages(
-        f"file:{path.name}", rules_config(settings), settings.kpi_horizon_ms, _Counts(summary)
+        f"file:{path.name}",
+        rules_config(settings),
+        settings.kpi_horizon_ms,
+        _Counts(summary),
+        pseudonyms(settings),
     )
     effects = Effects()
     batches = 0

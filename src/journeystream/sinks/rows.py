@@ -175,7 +175,10 @@ def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any,
     )
 
 
-def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms: int) -> tuple[Any, ...]:
+def rejected_row(
+    raw: bytes, code: str, reason: str, where: Coordinates, now_ms: int, *, withheld: bool = False
+) -> tuple[Any, ...]:
+    """`withheld`: the excerpt stays empty (pseudonymised mode: raw ids must not be stored)."""
     return (
         where.topic,
         where.partition,
@@ -185,7 +188,7 @@ def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms:
         code,
         reason,
         len(raw),
-        safe_text(raw[:EXCERPT_BYTES]),
+        "" if withheld else safe_text(raw[:EXCERPT_BYTES]),
         now_ms,
     )
 
