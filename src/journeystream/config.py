@@ -158,6 +158,15 @@ _SETTINGS: dict[str, _Setting] = {
     ),
     "topic_irritants": _Setting("TOPIC_IRRITANTS", "journeystream.irritants", str, "Irritants detected"),
     "topic_alerts": _Setting("TOPIC_ALERTS", "journeystream.alerts", str, "Threshold alert notifications"),
+    "topic_retention_ms": _Setting(
+        "TOPIC_RETENTION_MS",
+        "604800000",
+        _positive_int,
+        "Life of what the service writes to Kafka, set on the topics it creates: retention.ms of "
+        "rejected, journeys, irritants, alerts and the internal topics (and of the input topic when "
+        "the worker creates it); max.compaction.lag.ms of the changelogs. The bound on how long an id "
+        "survives in those topics (see Privacy)",
+    ),
     "partitions": _Setting(
         "PARTITIONS",
         "4",
@@ -334,6 +343,7 @@ class Settings:
     topic_journeys: str
     topic_irritants: str
     topic_alerts: str
+    topic_retention_ms: int
     partitions: int
     clickhouse_dsn: str
     clickhouse_database: str
