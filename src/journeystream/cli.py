@@ -1,4 +1,4 @@
-"""The `journeystream` command: worker, migrate, simulate, demo, config."""
+"""The `journeystream` command: worker, migrate, simulate, replay, demo, erase, pseudonym, config."""
 
 from __future__ import annotations
 
@@ -72,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
     demo.set_defaults(run=_demo)
+
+    erase = commands.add_parser(
+        "erase",
+        help="erase a customer (and the anonymous ids merged into it) from ClickHouse; see Privacy",
+    )
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("customer_id", nargs="?", help="the customer id, raw or its pseudonym token")
+    who.add_argument("--anonymous-id", help="a visitor's anonymous id (raw or token) instead")
+    erase.set_defaults(run=_erase)
+
+    pseudonym = commands.add_parser(
+        "pseudonym", help="print the token that stands for an id (JOURNEYSTREAM_PSEUDONYM_KEY_FILE)"
+    )
+    pseudonym.add_argument("id", help="a customer, anonymous, session or agent id as producers send it")
+    pseudonym.set_defaults(run=_pseudonym)
 
     config = commands.add_parser("config", help="show the effective settings (secrets masked)")
     config.add_argument("--markdown", action="store_true", help="print the settings table of the README")
@@ -208,6 +223,8 @@ def _replay(args: argparse.Namespace) -> int:
         f"{summary.rejected} rejected; {summary.journeys_written} journey versions, "
         f"{summary.irritants_written} irritants written"
     )
+    if expired := summary.expired_line():
+        print(f"warning: {expired}")
     return 0
 
 
@@ -216,6 +233,46 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(args.rate, args.customers, args.invalid_share, args.duration)
     return run_demo(options)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from journeystream.erasure import erase_rows, record, stored_id, worker_state
+    from journeystream.sinks.clickhouse import ClickHouseWriter
+    from journeystream.sinks.store import StoreTarget, migrate
+
+    settings = Settings.from_env()
+    anonymous = args.anonymous_id is not None
+    stored = stored_id(settings, args.anonymous_id if anonymous else args.customer_id)
+    state = asyncio.run(worker_state(settings))
+    try:
+        writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+    except Exception as exc:  # chDB refuses a folder another process (a worker) holds
+        print(
+            f"journeystream: cannot open ClickHouse ({exc}); with the embedded store, stop the worker "
+            "first (erasure through a running worker is not built yet)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        writer.call(lambda client: migrate(client, settings, writer.database))
+        report = writer.call(lambda client: erase_rows(client, writer.database, stored, anonymous=anonymous))
+        report.worker_state = state
+        writer.call(lambda client: record(client, writer.database, report))
+    finally:
+        writer.close()
+    print("\n".join(report.lines()))
+    return 0 if report.complete else 1
+
+
+def _pseudonym(args: argparse.Namespace) -> int:
+    from journeystream.config import pseudonyms
+    from journeystream.errors import ConfigError
+
+    tokens = pseudonyms(Settings.from_env())
+    if tokens is None:
+        raise ConfigError("JOURNEYSTREAM_PSEUDONYM_KEY_FILE is not set: ids are stored as they come")
+    print(tokens.token(args.id))
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ connection, ...), stops the process with one line naming the setting.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from journeystream.core.alerts import Rule, load_rules
 from journeystream.core.config import RulesConfig
+from journeystream.core.pseudonym import MIN_KEY_BYTES, Pseudonyms
 from journeystream.errors import ConfigError
 
 PREFIX = "JOURNEYSTREAM_"
@@ -159,6 +161,15 @@ _SETTINGS: dict[str, _Setting] = {
     ),
     "topic_irritants": _Setting("TOPIC_IRRITANTS", "journeystream.irritants", str, "Irritants detected"),
     "topic_alerts": _Setting("TOPIC_ALERTS", "journeystream.alerts", str, "Threshold alert notifications"),
+    "topic_retention_ms": _Setting(
+        "TOPIC_RETENTION_MS",
+        "604800000",
+        _positive_int,
+        "Life of what the service writes to Kafka, set on the topics it creates: retention.ms of "
+        "rejected, journeys, irritants, alerts and the internal topics (and of the input topic when "
+        "the worker creates it); max.compaction.lag.ms of the changelogs. The bound on how long an id "
+        "survives in those topics (see Privacy)",
+    ),
     "partitions": _Setting(
         "PARTITIONS",
         "4",
@@ -189,10 +200,25 @@ _SETTINGS: dict[str, _Setting] = {
         "empty = the system's trusted CAs",
     ),
     "events_ttl_days": _Setting(
-        "EVENTS_TTL_DAYS", "90", _positive_int, "Retention of interaction_events and rejected_events"
+        "EVENTS_TTL_DAYS",
+        "90",
+        _positive_int,
+        "Retention of interaction_events and rejected_events; refused at start when the retention "
+        "horizon (now + a year + this) passes the end of ClickHouse's DateTime (2106-02-07)",
     ),
     "facts_ttl_days": _Setting(
-        "FACTS_TTL_DAYS", "730", _positive_int, "Retention of journeys, irritants, kpi_minute and alerts"
+        "FACTS_TTL_DAYS",
+        "730",
+        _positive_int,
+        "Retention of journeys, irritants, kpi_minute and alerts; same limit as EVENTS_TTL_DAYS",
+    ),
+    "pseudonym_key_file": _Setting(
+        "PSEUDONYM_KEY_FILE",
+        "",
+        str,
+        "File holding the secret key of pseudonymised ids (at least 16 bytes, e.g. `openssl rand -hex 32`), "
+        "read once at start: customer, anonymous, session and agent ids are replaced at ingest by keyed "
+        "hashes (see Privacy); empty = ids are stored as they come",
     ),
     "sink_batch_rows": _Setting(
         "SINK_BATCH_ROWS", "20000", _positive_int, "A sink flushes once it holds this many rows"
@@ -328,6 +354,7 @@ class Settings:
     topic_journeys: str
     topic_irritants: str
     topic_alerts: str
+    topic_retention_ms: int
     partitions: int
     clickhouse_dsn: str
     clickhouse_database: str
@@ -335,6 +362,7 @@ class Settings:
     clickhouse_ca_file: str
     events_ttl_days: int
     facts_ttl_days: int
+    pseudonym_key_file: str
     sink_batch_rows: int
     sink_flush_ms: int
     checkpoint_backlog_ms: int
@@ -363,6 +391,7 @@ class Settings:
     kafka_ssl_key_password: str = field(default="", repr=False)
     clickhouse_password: str = field(default="", repr=False)
     alertmanager_password: str = field(default="", repr=False)
+    pseudonym_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -379,9 +408,11 @@ class Settings:
         if not values["clickhouse_dsn"]:
             path = Path(values["data_dir"], "clickhouse").resolve()
             values["clickhouse_dsn"] = f"chdb://{path}"
+        _check_retention(values, time.time())
         values.update(_check_kafka_security(values))
         values.update(_check_clickhouse_security(values))
         values.update(_check_alertmanager_security(values))
+        values.update(_read_pseudonym_key(values))
         return cls(**values)
 
     def describe(self) -> dict[str, str]:
@@ -415,6 +446,7 @@ SECRET_FIELDS = (
     "kafka_ssl_key_password",
     "clickhouse_password",
     "alertmanager_password",
+    "pseudonym_key",
 )
 
 
@@ -435,6 +467,32 @@ def read_secret_file(attribute: str, path: str) -> str:
     if not secret:
         raise ConfigError(f"{_name(attribute)}={path!r}: the file is empty")
     return secret
+
+
+DATETIME_END_S = 2**32 - 1
+"""The last second ClickHouse's DateTime holds: 2106-02-07T06:28:15Z."""
+FUTURE_MARGIN_DAYS = 366
+"""Room for event times ahead of the wall clock (skewed producers, simulated futures)."""
+
+
+def max_ttl_days(now_s: float) -> int:
+    """The longest retention whose TTL expression (event time + N days) stays inside
+    ClickHouse's DateTime for events up to a year ahead of `now_s`. Past it the expression
+    wraps round to 1970-1971 and ClickHouse drops every insert without an error."""
+    return int((DATETIME_END_S - now_s) // 86_400) - FUTURE_MARGIN_DAYS
+
+
+def _check_retention(values: dict[str, Any], now_s: float) -> None:
+    """Refuse a TTL the tables cannot express (one rule per TTL setting)."""
+    limit = max_ttl_days(now_s)
+    for attribute in ("events_ttl_days", "facts_ttl_days"):
+        days = values[attribute]
+        if days > limit:
+            raise ConfigError(
+                f"{_name(attribute)}={days}: the TTL horizon (event time + {days} days) passes the end "
+                f"of ClickHouse's DateTime range (2106-02-07), so ClickHouse would silently drop every "
+                f"insert into the tables it governs; use at most {limit} days"
+            )
 
 
 def _check_readable(attribute: str, path: str) -> None:
@@ -542,6 +600,26 @@ def _check_alertmanager_security(values: dict[str, Any]) -> dict[str, Any]:
         )
     _check_https_ca(values, "alertmanager_ca_file", "alertmanager_url")
     return resolved
+
+
+def _read_pseudonym_key(values: dict[str, Any]) -> dict[str, Any]:
+    path = values["pseudonym_key_file"]
+    if not path:
+        return {}
+    key = read_secret_file("pseudonym_key_file", path)
+    if len(key.encode("utf-8")) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{_name('pseudonym_key_file')}={path!r}: the key holds fewer than {MIN_KEY_BYTES} bytes "
+            "(make one with: openssl rand -hex 32)"
+        )
+    return {"pseudonym_key": key}
+
+
+def pseudonyms(settings: Settings) -> Pseudonyms | None:
+    """The pseudonymiser of JOURNEYSTREAM_PSEUDONYM_KEY_FILE (None: ids are kept as they come)."""
+    if not settings.pseudonym_key:
+        return None
+    return Pseudonyms(settings.pseudonym_key.encode("utf-8"))
 
 
 def _check_https_ca(values: dict[str, Any], ca_attribute: str, url_attribute: str) -> None:

@@ -37,6 +37,13 @@ class Metrics:
         self.sink_errors = Counter(
             "journeystream_sink_errors", "Failed batch writes (each is retried)", ["table"], registry=registry
         )
+        self.rows_expired_at_insert = Counter(
+            "journeystream_rows_expired_at_insert",
+            "Rows already older than their table's retention when written: ClickHouse drops them at "
+            "insert (TTL)",
+            ["table"],
+            registry=registry,
+        )
         self.sink_pending_rows = Gauge(
             "journeystream_sink_pending_rows", "Rows buffered, not yet written", registry=registry
         )
@@ -178,3 +185,6 @@ class Metrics:
 
     def on_pending(self, rows: int) -> None:
         self.sink_pending_rows.set(rows)
+
+    def on_expired(self, table: str, rows: int) -> None:
+        self.rows_expired_at_insert.labels(table).inc(rows)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from journeystream.config import Settings, rules_config
+from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.process import tune_gc
 from journeystream.sinks.clickhouse import ClickHouseWriter
-from journeystream.sinks.rows import ALL_TABLES, IRRITANTS, JOURNEYS, now_ms
+from journeystream.sinks.rows import ALL_TABLES, IRRITANTS, JOURNEYS, now_ms, retention_days
 from journeystream.sinks.sink import BatchingSink
 from journeystream.sinks.store import StoreTarget, migrate
 from journeystream.stages.effects import Effects, InputRecord, NoObserver
@@ -38,6 +38,18 @@ class ReplaySummary:
     journeys_written: int = 0
     irritants_written: int = 0
     seconds: float = 0.0
+    expired: dict[str, int] = field(default_factory=dict)
+    """Rows older than their table's retention, per table: ClickHouse dropped them at insert."""
+
+    def expired_line(self) -> str | None:
+        """The summary's warning about rows dropped at insert, if any were."""
+        if not self.expired:
+            return None
+        counts = ", ".join(f"{rows} {table}" for table, rows in sorted(self.expired.items()))
+        return (
+            f"dropped at insert by the retention (TTL): {counts} rows older than "
+            "JOURNEYSTREAM_EVENTS_TTL_DAYS / JOURNEYSTREAM_FACTS_TTL_DAYS"
+        )
 
 
 class _Counts(NoObserver):
@@ -60,9 +72,16 @@ async def replay_file(path: Path, settings: Settings, close_until: int | None = 
     writer = ClickHouseWriter(StoreTarget.from_settings(settings))
     try:
         writer.call(lambda client: migrate(client, settings, writer.database))
-        sink = BatchingSink(writer, ALL_TABLES, max_rows=settings.sink_batch_rows, max_age_s=3600.0)
+        sink = BatchingSink(
+            writer,
+            ALL_TABLES,
+            max_rows=settings.sink_batch_rows,
+            max_age_s=3600.0,
+            retention_days=retention_days(settings.events_ttl_days, settings.facts_ttl_days),
+        )
         summary = await _replay(path, settings, sink, close_until)
         await sink.close()
+        summary.expired = dict(sink.expired)
         return summary
     finally:
         writer.close()
@@ -75,7 +94,11 @@ async def _replay(
     started = time.monotonic()
     summary = ReplaySummary()
     stages = LocalStages(
-        f"file:{path.name}", rules_config(settings), settings.kpi_horizon_ms, _Counts(summary)
+        f"file:{path.name}",
+        rules_config(settings),
+        settings.kpi_horizon_ms,
+        _Counts(summary),
+        pseudonyms(settings),
     )
     effects = Effects()
     batches = 0

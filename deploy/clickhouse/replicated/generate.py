@@ -38,6 +38,7 @@ SHARDING_KEYS = {
     "alerts": "cityHash64(rule)",
     "kpi_progress": "shard",
     "alert_state": "cityHash64(rule)",
+    "erasures": "cityHash64(id_sha256)",
 }
 
 HEADER = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from journeystream.config import Settings, rules_config
+from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.metrics import Metrics
 from journeystream.runtime.store import PartitionStore, StateChanges, open_backend
 from journeystream.stages.effects import Effects
@@ -42,9 +42,8 @@ class Assignment:
     @classmethod
     def empty(cls, settings: Settings, metrics: Metrics) -> Assignment:
         topology = Topology.from_settings(settings)
-        return cls(
-            settings, metrics, topology, IngestProcessor(topology, settings.allowed_lateness_ms, metrics)
-        )
+        ingest = IngestProcessor(topology, settings.allowed_lateness_ms, metrics, pseudonyms(settings))
+        return cls(settings, metrics, topology, ingest)
 
     def store(self, name: str, partition: int) -> PartitionStore:
         store = self.stores.get((name, partition))

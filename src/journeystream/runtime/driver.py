@@ -34,7 +34,7 @@ from journeystream.runtime.checkpoint import Checkpoint
 from journeystream.runtime.producer import BATCH_BYTES, Producer
 from journeystream.runtime.topics import changelog_topic
 from journeystream.sinks.clickhouse import ClickHouseWriter
-from journeystream.sinks.rows import ALL_TABLES, now_ms
+from journeystream.sinks.rows import ALL_TABLES, now_ms, retention_days
 from journeystream.sinks.sink import BatchingSink
 from journeystream.stages.effects import Effects, OutputRecord
 
@@ -76,6 +76,7 @@ class StreamDriver:
             max_age_s=settings.sink_flush_ms / 1000,
             max_backoff_s=settings.sink_max_backoff_ms / 1000,
             observer=metrics,
+            retention_days=retention_days(settings.events_ttl_days, settings.facts_ttl_days),
         )
         self.assignment = Assignment.empty(settings, metrics)
         self.topology = self.assignment.topology

@@ -37,6 +37,17 @@ def service_topics(settings: Settings) -> list[str]:
     ]
 
 
+def topic_configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
+    """The configuration a created topic gets. Every topic the service fills holds ids, so
+    each gets a bounded life (JOURNEYSTREAM_TOPIC_RETENTION_MS): deleted after it on the
+    topics that append, and on the compacted changelogs a value replaced or tombstoned is
+    compacted away within it (`max.compaction.lag.ms`)."""
+    retention = str(settings.topic_retention_ms)
+    if compacted:
+        return {"cleanup.policy": "compact", "max.compaction.lag.ms": retention}
+    return {"retention.ms": retention}
+
+
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create the named topics (default: all of the service's) that do not exist yet;
     returns the ones created. Existing topics are left as they are.
@@ -59,7 +70,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
                         name,
                         num_partitions=settings.partitions,
                         replication_factor=1,
-                        topic_configs={"cleanup.policy": "compact"} if name in changelogs else {},
+                        topic_configs=topic_configs(settings, compacted=name in changelogs),
                     )
                     for name in missing
                 ]

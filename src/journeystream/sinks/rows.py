@@ -12,7 +12,7 @@ from journeystream.core.alerts import AlertState, Notification, Rule, alert_id
 from journeystream.core.events import Event
 from journeystream.core.facts import Fact, Irritant, JourneyRecord
 from journeystream.core.kpis import COUNTER_FIELDS, CellKey, KpiCounts, cell_version
-from journeystream.sinks.sink import TableSpec
+from journeystream.sinks.sink import TableSpec, Ttl
 
 EXCERPT_BYTES: Final = 2048
 
@@ -35,6 +35,7 @@ INTERACTION_EVENTS: Final = TableSpec(
         "ingested_at",
     ),
     key_columns=("event_id",),
+    ttl=Ttl("occurred_at", "events"),
 )
 REJECTED_EVENTS: Final = TableSpec(
     "rejected_events",
@@ -51,6 +52,7 @@ REJECTED_EVENTS: Final = TableSpec(
         "rejected_at",
     ),
     key_columns=("topic", "kafka_partition", "kafka_offset"),
+    ttl=Ttl("kafka_timestamp", "events"),
 )
 JOURNEYS: Final = TableSpec(
     "journeys",
@@ -75,6 +77,7 @@ JOURNEYS: Final = TableSpec(
         "updated_at",
     ),
     key_columns=("journey_id", "version"),
+    ttl=Ttl("started_at", "facts"),
 )
 IRRITANTS: Final = TableSpec(
     "irritants",
@@ -92,12 +95,14 @@ IRRITANTS: Final = TableSpec(
         "detected_at",
     ),
     key_columns=("irritant_id",),
+    ttl=Ttl("occurred_at", "facts"),
 )
 _CELL_COLUMNS: Final = ("minute", "channel", "journey", "segment", "shard")
 KPI_MINUTE: Final = TableSpec(
     "kpi_minute",
     (*_CELL_COLUMNS, *COUNTER_FIELDS, "wait_buckets", "version", "updated_at"),
     key_columns=("minute", "channel", "journey", "segment", "shard", "version"),
+    ttl=Ttl("minute", "facts", unit_ms=1000),
 )
 KPI_PROGRESS: Final = TableSpec("kpi_progress", ("shard", "watermark", "updated_at"), ("shard", "watermark"))
 ALERTS: Final = TableSpec(
@@ -119,6 +124,7 @@ ALERTS: Final = TableSpec(
         "notified_at",
     ),
     key_columns=("alert_id", "status"),
+    ttl=Ttl("starts_at", "facts"),
 )
 ALERT_STATE: Final = TableSpec(
     "alert_state",
@@ -169,7 +175,10 @@ def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any,
     )
 
 
-def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms: int) -> tuple[Any, ...]:
+def rejected_row(
+    raw: bytes, code: str, reason: str, where: Coordinates, now_ms: int, *, withheld: bool = False
+) -> tuple[Any, ...]:
+    """`withheld`: the excerpt stays empty (pseudonymised mode: raw ids must not be stored)."""
     return (
         where.topic,
         where.partition,
@@ -179,9 +188,14 @@ def rejected_row(raw: bytes, code: str, reason: str, where: Coordinates, now_ms:
         code,
         reason,
         len(raw),
-        safe_text(raw[:EXCERPT_BYTES]),
+        "" if withheld else safe_text(raw[:EXCERPT_BYTES]),
         now_ms,
     )
+
+
+def retention_days(events_ttl_days: int, facts_ttl_days: int) -> dict[str, int]:
+    """The retentions `Ttl.retention` names, for BatchingSink(retention_days=...)."""
+    return {"events": events_ttl_days, "facts": facts_ttl_days}
 
 
 def now_ms() -> int:

@@ -4,6 +4,11 @@ fails, `maybe_flush` waits (backpressure), so nothing is dropped and upstream st
 
 Callbacks registered with `after_flush` run once every row added before them is durable;
 the worker acks Kafka offsets there, so an offset is committed only for rows in the store.
+
+Tables with a TTL (`TableSpec.ttl`) drop, at insert and without an error, every row whose
+time is already older than the retention. The sink still writes such rows (the outcome is
+ClickHouse's) but counts them as they are added (`expired`, `SinkObserver.on_expired`) and
+logs one warning per table and flush, so no row vanishes without a trace.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +38,7 @@ class SinkObserver(Protocol):
     def on_flushed(self, table: str, rows: int, seconds: float) -> None: ...
     def on_error(self, table: str, error: BaseException) -> None: ...
     def on_pending(self, rows: int) -> None: ...
+    def on_expired(self, table: str, rows: int) -> None: ...
 
 
 class _NoObserver:
@@ -45,6 +51,19 @@ class _NoObserver:
     def on_pending(self, rows: int) -> None:
         pass
 
+    def on_expired(self, table: str, rows: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ttl:
+    """A table's TTL: `column` + the retention named `retention` ("events" or "facts" days);
+    the column's values are in units of `unit_ms` milliseconds."""
+
+    column: str
+    retention: str
+    unit_ms: int = 1
+
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
@@ -53,6 +72,20 @@ class TableSpec:
     name: str
     columns: tuple[str, ...]
     key_columns: tuple[str, ...]
+    ttl: Ttl | None = None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Expiry:
+    """How to tell a row of one table that ClickHouse will drop at insert."""
+
+    index: int
+    unit_ms: int
+    retention_ms: int
 
 
 @dataclass(slots=True)
@@ -76,6 +109,8 @@ class BatchingSink:
         max_backoff_s: float = 30.0,
         observer: SinkObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        retention_days: Mapping[str, int] | None = None,
+        wall_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self._writer = writer
         self._tables = {spec.name: spec for spec in tables}
@@ -88,6 +123,16 @@ class BatchingSink:
         self._flush_lock = asyncio.Lock()
         self._closed = False
         self.failing = False
+        self._expiry: dict[str, _Expiry] = {}
+        for spec in tables:
+            if spec.ttl is not None and retention_days is not None:
+                days = retention_days[spec.ttl.retention]
+                index = spec.columns.index(spec.ttl.column)
+                self._expiry[spec.name] = _Expiry(index, spec.ttl.unit_ms, days * 86_400_000)
+        self._wall_ms = wall_ms
+        self.expired: dict[str, int] = {}
+        """Rows added that were already past their table's retention, per table (cumulative)."""
+        self._unwarned: dict[str, int] = {}
 
     @property
     def closed(self) -> bool:
@@ -107,6 +152,9 @@ class BatchingSink:
             spec = self._tables[table]
             batch = generation.batches[table] = Batch(spec.name, spec.columns, spec.key_columns)
         batch.append(row)
+        expiry = self._expiry.get(table)
+        if expiry is not None:
+            self._count_expired(table, row, expiry)
         generation.rows += 1
         if generation.first_added is None:
             generation.first_added = self._clock()
@@ -152,6 +200,7 @@ class BatchingSink:
         async with self._flush_lock:
             generation, self._current = self._current, _Generation()
             self._observer.on_pending(0)
+            self._warn_expired()
             # In the order the tables were given: a later table may record that rows of an
             # earlier one are written (KPI progress, alert state), never the other way round.
             for table in self._tables:
@@ -165,6 +214,29 @@ class BatchingSink:
         """Flush what is left and refuse further rows."""
         await self.flush()
         self._closed = True
+
+    def _count_expired(self, table: str, row: Sequence[Any], expiry: _Expiry) -> None:
+        value = row[expiry.index]
+        if value is None:
+            return
+        # ClickHouse compares whole seconds: toDateTime(time) + INTERVAL N DAY <= now().
+        expires_s = (int(value) * expiry.unit_ms) // 1000 + expiry.retention_ms // 1000
+        if expires_s <= self._wall_ms() // 1000:
+            self.expired[table] = self.expired.get(table, 0) + 1
+            self._unwarned[table] = self._unwarned.get(table, 0) + 1
+            self._observer.on_expired(table, 1)
+
+    def _warn_expired(self) -> None:
+        for table, rows in self._unwarned.items():
+            days = self._expiry[table].retention_ms // 86_400_000
+            log.warning(
+                "%d rows for %s are older than its retention (%d days): ClickHouse drops them at "
+                "insert (TTL); raise the retention first to keep a backfill of older data",
+                rows,
+                table,
+                days,
+            )
+        self._unwarned = {}
 
     async def _write_until_done(self, batch: Batch) -> None:
         backoff = 0.1

@@ -1,6 +1,15 @@
 """Stage A: decode and validate, keep raw and rejected rows, route each valid event by
 device (its key depends on login links) or straight by customer, and announce each input
-partition's watermark to every downstream partition after the events it covers."""
+partition's watermark to every downstream partition after the events it covers.
+
+With pseudonymised ids (`pseudonyms` given), each valid event's customer, anonymous, session
+and agent ids are replaced by their tokens right after decoding, before anything is stored,
+forwarded or counted. A rejected message cannot be pseudonymised field by field (it failed
+the contract: it may not even be JSON), so in that mode its body is withheld: the rejected
+topic gets an empty value with the header `journeystream.withheld`, `rejected_events` an
+empty excerpt, and the message key (the producer's customer or anonymous id) is replaced by
+its token in both. The original stays on the input topic, at the coordinates of the
+`journeystream.source` header, for as long as that topic's retention keeps it."""
 
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ from journeystream.core.decode import Rejection, decode
 from journeystream.core.events import Event
 from journeystream.core.identity import device_key, needs_identity
 from journeystream.core.journeys import KeyedEvent
+from journeystream.core.pseudonym import Pseudonyms
 from journeystream.core.timeline import NEVER, SourceWatermark
 from journeystream.sinks.rows import (
     INTERACTION_EVENTS,
@@ -27,8 +37,15 @@ from journeystream.stages.topology import Topology
 class IngestProcessor:
     """Stage A for every input partition the driver hands it (it keeps one watermark each)."""
 
-    def __init__(self, topology: Topology, lateness_ms: int, observer: StageObserver = NO_OBSERVER) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        lateness_ms: int,
+        observer: StageObserver = NO_OBSERVER,
+        pseudonyms: Pseudonyms | None = None,
+    ) -> None:
         self.topology = topology
+        self.pseudonyms = pseudonyms
         self.lateness_ms = lateness_ms
         self.observer = observer
         self.watermarks: dict[int, SourceWatermark] = {}
@@ -48,6 +65,8 @@ class IngestProcessor:
             if isinstance(result, Rejection):
                 self._reject(record.key, raw, result, where, stamp_ms, effects)
                 continue
+            if self.pseudonyms is not None:
+                result = self.pseudonyms.event(result)
             valid += 1
             effects.row(INTERACTION_EVENTS.name, interaction_row(result, where, stamp_ms))
             if watermark.is_late(result.occurred_at):
@@ -110,15 +129,22 @@ class IngestProcessor:
         effects: Effects,
     ) -> None:
         self.observer.on_rejected(rejection.code)
+        withheld = self.pseudonyms is not None
+        if self.pseudonyms is not None and key is not None:
+            key = self.pseudonyms.token_of_bytes(key).encode()
+            where = Coordinates(where.topic, where.partition, where.offset, where.timestamp_ms, key)
         effects.row(
-            REJECTED_EVENTS.name, rejected_row(raw, rejection.code, rejection.message, where, stamp_ms)
+            REJECTED_EVENTS.name,
+            rejected_row(raw, rejection.code, rejection.message, where, stamp_ms, withheld=withheld),
         )
         headers = [
             ("journeystream.reason_code", rejection.code.encode()),
             ("journeystream.reason", rejection.message.encode("utf-8", "replace")),
             ("journeystream.source", f"{where.topic}/{where.partition}/{where.offset}".encode()),
         ]
-        effects.record(OutputRecord(self.topology.rejected, key, raw, None, headers))
+        if withheld:
+            headers.append(("journeystream.withheld", b"value: ids are pseudonymised"))
+        effects.record(OutputRecord(self.topology.rejected, key, b"" if withheld else raw, None, headers))
 
     def _route(self, event: Event, outbox: Outbox) -> None:
         if needs_identity(event):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from journeystream.core.config import RulesConfig
+from journeystream.core.pseudonym import Pseudonyms
 from journeystream.stages.effects import NO_OBSERVER, Effects, InputRecord, StageObserver
 from journeystream.stages.identity import IdentityProcessor
 from journeystream.stages.ingest import IngestProcessor
@@ -23,6 +24,7 @@ class LocalStages:
         rules: RulesConfig,
         kpi_horizon_ms: int,
         observer: StageObserver = NO_OBSERVER,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self.topology = Topology(
             interactions=source,
@@ -34,7 +36,7 @@ class LocalStages:
             partitions=1,
         )
         self.stores: dict[str, dict[bytes, bytes]] = {}
-        self.ingest = IngestProcessor(self.topology, rules.allowed_lateness_ms, observer)
+        self.ingest = IngestProcessor(self.topology, rules.allowed_lateness_ms, observer, pseudonyms)
         self.identity = IdentityProcessor(PARTITION, self.topology, self._load)
         self.journeys = JourneyProcessor(
             PARTITION, self.topology, rules, kpi_horizon_ms, self._load, observer=observer
