@@ -94,8 +94,10 @@ def test_an_id_old_in_event_time_is_still_deduplicated_while_few_events_were_app
 
 def test_a_merged_anonymous_key_stays_a_tombstone_while_its_ids_may_come_back() -> None:
     """The watermark may jump days ahead (a quiet, caught-up stream follows the wall clock)
-    while anonymous events are still delivered again after a crash: they must be forwarded
-    to the customer, not open a new anonymous journey."""
+    while anonymous events are still delivered again after a crash: they must not open a new
+    anonymous journey; one the key applied before the merge went over in the payload, so it
+    is a duplicate here (forwarded, it could be applied twice by a customer restored from
+    before its merge)."""
     engine = JourneyEngine(RulesConfig(dedup_min_items=5), ["A"])
     anonymous = KeyedEvent(
         "anon:X", Event("a1", T0, "web", "journey_start", anonymous_id="X", journey="claim")
@@ -109,7 +111,7 @@ def test_a_merged_anonymous_key_stays_a_tombstone_while_its_ids_may_come_back() 
     engine.push(anonymous)  # delivered again
     engine.observe("A", T0 + 3 * DAY_MS + 1)
     messages = engine.drain().messages
-    assert messages == [KeyedEvent("C9", anonymous.event, None)]  # forwarded, not re-opened
+    assert messages == [] and engine.duplicates == 1  # neither re-opened nor forwarded
     tombstone = engine.customer("anon:X")
     assert tombstone is not None and tombstone.merged_into == "C9" and not tombstone.journeys
 
@@ -199,3 +201,24 @@ def test_facts_are_complete_only_up_to_the_oldest_item_held_for_a_merge() -> Non
     applied = [f for f in engine.drain().facts if isinstance(f, AppliedEvent)]
     assert [f.event.event_id for f in applied] == ["e-login", "e2"]
     assert engine.complete_before() == T0 + 5_000
+
+
+def test_a_merged_anonymous_key_does_not_forward_what_it_applied_before_the_merge() -> None:
+    """After a crash, events the anonymous key applied before the login are read again and
+    reach its tombstone: their effects went over in the merge payload, so forwarding them
+    would make the customer apply them twice (a journey opened on both sides, then 'merged')."""
+    engine = JourneyEngine(RulesConfig(), ["A0"])
+    page = Event("e1", 1_000, "web", "page_view", anonymous_id="a", journey="claim")
+    engine.push(KeyedEvent("anon:a", page))
+    engine.observe("A0", 2_000)
+    engine.push(MergeRequest("anon:a", "C1", 3_000, "login-1"))
+    engine.observe("A0", 4_000)
+    (payload,) = engine.drain_messages()
+    assert isinstance(payload, MergePayload) and payload.key == "C1" and payload.state is not None
+
+    engine.push(KeyedEvent("anon:a", page))  # read again after a crash: late, reaches the tombstone
+    later = Event("e2", 5_000, "web", "page_view", anonymous_id="a", journey="claim")
+    engine.push(KeyedEvent("anon:a", later))  # a straggler after the merge: the customer's now
+    engine.observe("A0", 6_000)
+    assert engine.drain_messages() == [KeyedEvent("C1", later)]
+    assert engine.duplicates == 1

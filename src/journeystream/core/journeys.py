@@ -275,6 +275,11 @@ class JourneyEngine:
     def _apply_item(self, item: Item, late: bool) -> None:
         state = self._customer(item.key)
         if state.merged_into is not None and isinstance(item, KeyedEvent):
+            if item.event.event_id in state.seen:
+                # applied here before the merge (read again after a crash): its effects went
+                # over in the merge payload; forwarded, the customer could apply it twice
+                self.duplicates += 1
+                return
             # this anonymous key was merged at login: the item belongs to the customer now
             self._out.messages.append(KeyedEvent(state.merged_into, item.event, item.merge_from))
             return
