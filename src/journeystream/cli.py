@@ -75,11 +75,18 @@ def _parser() -> argparse.ArgumentParser:
 
     erase = commands.add_parser(
         "erase",
-        help="erase a customer (and the anonymous ids merged into it) from ClickHouse; see Privacy",
+        help="erase a customer (and the anonymous ids merged into it) from ClickHouse and the workers' "
+        "state; see Privacy",
     )
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("customer_id", nargs="?", help="the customer id, raw or its pseudonym token")
     who.add_argument("--anonymous-id", help="a visitor's anonymous id (raw or token) instead")
+    erase.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the workers to report (default 120); the request stays queued after",
+    )
     erase.set_defaults(run=_erase)
 
     pseudonym = commands.add_parser(
@@ -236,27 +243,54 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from journeystream.erasure import erase_rows, record, stored_id, worker_state
-    from journeystream.sinks.clickhouse import ClickHouseWriter
-    from journeystream.sinks.store import StoreTarget, migrate
+    from journeystream.core.identity import anonymous_key
+    from journeystream.erasure import ErasureReport, erase_through_workers, id_hash, stored_id, worker_state
 
     settings = Settings.from_env()
     anonymous = args.anonymous_id is not None
     stored = stored_id(settings, args.anonymous_id if anonymous else args.customer_id)
     state = asyncio.run(worker_state(settings))
+    if state == "none":  # no worker state anywhere (as after a replay): ClickHouse only
+        return _erase_rows_directly(settings, stored, anonymous, state, complete=True)
+    if state.startswith("NOT checked"):
+        return _erase_rows_directly(settings, stored, anonymous, state, complete=False)
+    key = anonymous_key(stored) if anonymous else stored
+    answer = asyncio.run(erase_through_workers(settings, key, args.timeout))
+    if answer.primary is None:
+        waiting = (
+            f"NOT erased: no worker answered within {args.timeout:g}s; request {answer.request} stays "
+            f"on {settings.topic_control} and the next worker of {settings.app_id} carries it out"
+        )
+        return _erase_rows_directly(settings, stored, anonymous, waiting, complete=False)
+    report = ErasureReport(id_hash(stored), "anonymous" if anonymous else "customer")
+    answer.fill(report)
+    print("\n".join(report.lines()))
+    return 0 if report.complete else 1
+
+
+def _erase_rows_directly(
+    settings: Settings, stored: str, anonymous: bool, worker_state: str, *, complete: bool
+) -> int:
+    """The ClickHouse part done by this command (no worker holds the store)."""
+    from journeystream.erasure import erase_rows, record
+    from journeystream.sinks.clickhouse import ClickHouseWriter
+    from journeystream.sinks.store import StoreTarget, migrate
+
     try:
         writer = ClickHouseWriter(StoreTarget.from_settings(settings))
     except Exception as exc:  # chDB refuses a folder another process (a worker) holds
+        print(f"worker state: {worker_state}", file=sys.stderr)
         print(
-            f"journeystream: cannot open ClickHouse ({exc}); with the embedded store, stop the worker "
-            "first (erasure through a running worker is not built yet)",
+            f"journeystream: cannot open ClickHouse ({exc}): a worker holds the embedded store and "
+            "will delete the rows when it carries the request out",
             file=sys.stderr,
         )
         return 1
     try:
         writer.call(lambda client: migrate(client, settings, writer.database))
         report = writer.call(lambda client: erase_rows(client, writer.database, stored, anonymous=anonymous))
-        report.worker_state = state
+        report.worker_state = worker_state
+        report.worker_complete = complete
         writer.call(lambda client: record(client, writer.database, report))
     finally:
         writer.close()

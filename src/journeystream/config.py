@@ -440,6 +440,11 @@ class Settings:
         """Internal topic: everything for the journey engine, keyed by customer key."""
         return f"{self.app_id}.by-customer"
 
+    @property
+    def topic_control(self) -> str:
+        """Internal topic: erasure requests keyed by the key they target, and their reports."""
+        return f"{self.app_id}.control"
+
 
 SECRET_FIELDS = (
     *(name for name, setting in _SETTINGS.items() if setting.secret),

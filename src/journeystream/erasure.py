@@ -11,14 +11,18 @@ never the id) and reported; a second request for the same id finds nothing and s
 With pseudonymised ids the stored ids are tokens: the id given may be the raw id (its token is
 computed with the key) or the token itself.
 
-What it does not do (yet): erase worker state. Customer states, login links, dedup ids and
-held items live in the worker's stores and changelog topics; a request that must reach them
-is not built, so the command checks for that state (the changelog topics of the app id) and
-reports the erasure as incomplete, with a non-zero exit, when it exists or cannot be checked.
+With a worker of the app id (its changelog topics exist), the request goes through the
+control topic (stages/control.py): the worker that owns the key erases its state, cascades to
+the anonymous ids merged into it (their states and login links, wherever they live), deletes
+the ClickHouse rows (the embedded store is owned by the worker's process) and records the
+request; every part reports back and this command waits for them all. If no worker answers in
+time, the request stays on the control topic for the next worker to carry out, the command
+deletes the rows itself if it can open the store, and it exits non-zero.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -48,6 +52,8 @@ class ErasureReport:
     rows_left: dict[str, int] = field(default_factory=dict)
     states_removed: int = 0
     worker_state: str = "not checked"
+    worker_complete: bool = False  # nothing of the id is left in any worker's state
+    errors: list[str] = field(default_factory=list)
     erased_by: str = field(default_factory=lambda: f"{socket.gethostname()}/erase-command/{os.getpid()}")
 
     @property
@@ -56,7 +62,7 @@ class ErasureReport:
 
     @property
     def complete(self) -> bool:
-        return not any(self.rows_left.values()) and self.worker_state == "none"
+        return not any(self.rows_left.values()) and self.worker_complete and not self.errors
 
     @property
     def outcome(self) -> str:
@@ -79,6 +85,7 @@ class ErasureReport:
             for table, rows in self.rows_left.items()
             if rows
         ]
+        lines += [f"  FAILED: {error}" for error in self.errors]
         return lines
 
 
@@ -93,8 +100,11 @@ def id_hash(stored: str) -> str:
     return hashlib.sha256(stored.encode("utf-8")).hexdigest()
 
 
-def erase_rows(client: Any, database: str, stored: str, *, anonymous: bool) -> ErasureReport:
-    """Delete every row of the id (and, for a customer, of the anonymous ids merged into it);
+def erase_rows(
+    client: Any, database: str, stored: str, *, anonymous: bool, merged: Sequence[str] = ()
+) -> ErasureReport:
+    """Delete every row of the id (and, for a customer, of the anonymous ids merged into it:
+    those its login events link to it, and `merged`, those the worker's state knows of);
     count what was removed and what is left."""
     report = ErasureReport(id_hash(stored), "anonymous" if anonymous else "customer")
     customers: list[str] = [] if anonymous else [stored]
@@ -108,6 +118,7 @@ def erase_rows(client: Any, database: str, stored: str, *, anonymous: bool) -> E
                 parameters={"id": stored},
             ).result_rows
         ]
+        linked = sorted({*linked, *merged})
     anonymous_ids = [stored] if anonymous else linked
     report.linked_anonymous_ids = len(linked)
     values = {
@@ -213,7 +224,96 @@ async def worker_state(settings: Settings, timeout_s: float = 5.0) -> str:
     held = sorted(topic for topic in (changelog_topic(settings, t) for t in TABLES) if topic in existing)
     if not held:
         return "none"
-    return (
-        f"NOT erased: {', '.join(held)} exist; erasing a running or stopped worker's state is not "
-        "built yet (issue 12)"
-    )
+    return f"held in {', '.join(held)}"
+
+
+@dataclass
+class WorkerAnswer:
+    """The reports of one request's parts (stages/control.py `report_value`)."""
+
+    request: str
+    primary: dict[str, Any] | None = None
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, report: dict[str, Any]) -> None:
+        if report.get("primary"):
+            self.primary = self.primary or report
+        else:
+            self.others.append(report)
+
+    @property
+    def done(self) -> bool:
+        return self.primary is not None and len(self.others) >= int(self.primary.get("expect", 0))
+
+    def fill(self, report: ErasureReport) -> None:
+        """What the workers did, into the command's report."""
+        primary = self.primary
+        if primary is None:
+            return
+        report.rows_removed = {t: int(n) for t, n in primary.get("rows_removed", {}).items()}
+        report.rows_left = {t: int(n) for t, n in primary.get("rows_left", {}).items()}
+        report.linked_anonymous_ids = int(primary.get("linked_ids", 0))
+        report.erased_by = str(primary.get("worker", ""))
+        parts = [primary, *self.others]
+        states = sum(1 for p in parts if p.get("existed") and p.get("part") != "links")
+        links = sum(1 for p in parts if p.get("existed") and p.get("part") == "links")
+        dropped = sum(int(p.get("items_dropped", 0)) for p in parts)
+        workers = ", ".join(sorted({str(p.get("worker")) for p in parts}))
+        report.states_removed = states + links
+        report.errors += [str(p["error"]) for p in parts if p.get("error")]
+        report.worker_complete = self.done
+        report.worker_state = (
+            f"{states} states and {links} login-link sets removed, {dropped} held or buffered items "
+            f"dropped, tombstones on the changelogs; by {workers}"
+        )
+        if not self.done:
+            missing = int(primary.get("expect", 0)) - len(self.others)
+            report.worker_state += f"; NOT complete: {missing} parts did not report in time"
+
+
+async def erase_through_workers(settings: Settings, key: str, timeout_s: float) -> WorkerAnswer:
+    """Send the request on the control topic; wait for the reports of every part (or the
+    timeout). The reports are read from the end of the topic as it was before the request."""
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from journeystream.kafka_options import kafka_options
+    from journeystream.runtime.topics import ensure_topics
+    from journeystream.stages.control import erase_request, parse
+    from journeystream.stages.routing import Partitioner
+
+    topic = settings.topic_control
+    await ensure_topics(settings, [topic])
+    answer = WorkerAnswer(str(uuid.uuid4()))
+    options = kafka_options(settings)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**options, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        for tp, end in (await consumer.end_offsets(partitions)).items():
+            consumer.seek(tp, end)
+        record_key, value = erase_request(answer.request, key)
+        await producer.send_and_wait(
+            topic, value, key=record_key, partition=Partitioner(len(partitions))(key)
+        )
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not answer.done:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for records in batch.values():
+                for message in records:
+                    report = parse(message.value)
+                    if isinstance(report, dict) and report.get("request") == answer.request:
+                        answer.add(report)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return answer

@@ -3,12 +3,15 @@ broker (the command checks it for worker state): a customer with anonymous web u
 login, journeys and irritants; after the erasure no row of any table mentions the customer id
 or the anonymous id, KPI totals are unchanged, the request is in `erasures` (hashed), another
 customer is untouched, and erasing again is a no-op that says so. With the worker's changelog
-topics present the command reports the worker state as not erased and exits non-zero."""
+topics present and no worker running, the command deletes the rows itself, leaves the request
+on the control topic, says the worker state is not erased yet and exits non-zero; the next
+worker carries the request out."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,10 +20,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
-from journeystream.supervise import worker_env
+from journeystream.supervise import WorkerProcess, worker_env
 from tests.integration.helpers import kpi_cells, query
 
 pytestmark = pytest.mark.integration
@@ -124,12 +128,44 @@ async def test_erase_after_a_replay_removes_every_row_and_keeps_kpis(
     assert _run(env, "erase", "--anonymous-id", "anon-never-seen").returncode == 0
 
 
-async def test_erase_reports_worker_state_it_cannot_erase(
+async def test_with_worker_state_and_no_worker_the_request_waits_for_the_next_worker(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
     env = _replayed(kafka_bootstrap, unique_name, tmp_path)
-    await ensure_topics(Settings.from_env(env))  # what a worker of this app id leaves behind
-    erased = _run(env, "erase", CUSTOMER)
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)  # what a worker of this app id leaves behind
+    erased = _run(env, "erase", CUSTOMER, "--timeout", "3")
     assert erased.returncode == 1
-    assert ": incomplete" in erased.stdout and "worker state: NOT erased" in erased.stdout
+    assert ": incomplete" in erased.stdout and "worker state: NOT erased: no worker answered" in erased.stdout
     assert _mentions(env, CUSTOMER) == {}  # the ClickHouse part is done all the same
+    request = re.search(r"request (\S+) stays on", erased.stdout)
+    assert request is not None, erased.stdout
+
+    # the next worker of the app id carries the request out and reports it
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        worker.wait_ready()
+        reports = await _reports(kafka_bootstrap, settings.topic_control, request.group(1))
+    finally:
+        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
+    assert [(r["part"], r["primary"], r["error"]) for r in reports] == [("customer", True, None)]
+
+
+async def _reports(
+    bootstrap: str, topic: str, request: str, timeout: float = 60.0
+) -> list[dict[str, object]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not found and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    value = orjson.loads(record.value)
+                    if value.get("kind") == "report" and value.get("request") == request:
+                        found.append(value)
+    finally:
+        await consumer.stop()
+    return found

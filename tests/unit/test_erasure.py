@@ -67,11 +67,15 @@ def test_erase_rows_escapes_ids_and_follows_login_links(tmp_path: Path) -> None:
 def test_report_outcome() -> None:
     report = ErasureReport(id_hash("C1"), "customer", rows_removed={"journeys": 2}, rows_left={"journeys": 0})
     assert report.outcome == "incomplete"  # worker state not checked
-    report.worker_state = "none"
+    report.worker_state, report.worker_complete = "none", True
     assert report.outcome == "erased" and report.complete
     report.rows_left["journeys"] = 1
     assert report.outcome == "incomplete" and any("FAILED" in line for line in report.lines())
-    empty = ErasureReport(id_hash("C1"), "customer", worker_state="none")
+    report.rows_left["journeys"] = 0
+    report.errors.append("ClickHouse rows not erased: timeout")
+    assert report.outcome == "incomplete"
+    assert "  FAILED: ClickHouse rows not erased: timeout" in report.lines()
+    empty = ErasureReport(id_hash("C1"), "customer", worker_state="none", worker_complete=True)
     assert empty.outcome == "no-op"
 
 

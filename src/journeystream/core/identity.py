@@ -60,7 +60,7 @@ class IdentityStage:
         self.timeline: Timeline[Event] = Timeline(sources)
         self._load_link = load_link
         self._links: dict[str, Links] = {}
-        self._dirty: dict[str, Links] = {}
+        self._dirty: dict[str, Links | None] = {}  # None: erased
         self._out: list[Item] = []
         self.late_items = 0
 
@@ -79,9 +79,19 @@ class IdentityStage:
         out, self._out = self._out, []
         return out
 
-    def dirty_links(self) -> dict[str, Links]:
+    def dirty_links(self) -> dict[str, Links | None]:
         dirty, self._dirty = self._dirty, {}
         return dirty
+
+    def erase(self, anonymous_id: str) -> tuple[bool, int]:
+        """Forget an anonymous id (GDPR erasure): its login links, and its events still
+        waiting in the reorder buffer. Returns whether it had links, and how many events
+        were dropped."""
+        had_links = bool(self._links_of(anonymous_id))
+        self._links[anonymous_id] = []
+        self._dirty[anonymous_id] = None
+        dropped = self.timeline.discard(lambda event: event.anonymous_id == anonymous_id)
+        return had_links, dropped
 
     def _resolve(self, event: Event) -> None:
         anonymous_id = event.anonymous_id

@@ -91,6 +91,16 @@ class Output:
     origins: list[Origin | None] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What `JourneyEngine.erase` removed."""
+
+    key: str
+    existed: bool  # a stored or live state was there
+    linked: tuple[str, ...]  # anonymous keys merged (or being merged) into this key
+    items_dropped: int  # items it held for a merge, or still buffered for it
+
+
 def _no_store(key: str) -> bytes | None:
     return None
 
@@ -269,6 +279,39 @@ class JourneyEngine:
             raw = None if key in self._dirty else self._load(key)
             return CustomerState.from_bytes(raw) if raw is not None else None
         return state
+
+    # ---- erasure ------------------------------------------------------------------------
+
+    def erase(self, key: str) -> Erased:
+        """Forget a customer key (GDPR erasure): its state (journeys, sessions, dedup ids,
+        held items, tombstone), its place in every index, its journeys not yet output, and
+        the items for it still waiting in the reorder buffer. The next `dirty_states()`
+        deletes it from the store. Facts it already emitted stay in the output (their rows
+        are deleted after they are written; the KPI cells count them, anonymously)."""
+        state = self._customers.pop(key, None)
+        if state is not None:
+            self._open_journeys -= len(state.journeys)
+        else:
+            if key not in self._dirty:  # changed since the last flush: deleted here already
+                raw = self._load(key)
+                state = CustomerState.from_bytes(raw) if raw is not None else None
+            self._open_journeys -= self._dropped_journeys.pop(key, 0)
+        self._dropped_seen.pop(key, None)
+        self._restored_at.pop(key, None)
+        self._wake_at.pop(key, None)  # its heap entry is skipped as superseded
+        self._clean_before.pop(key, None)
+        self._clean_last.pop(key, None)
+        self._awaiting.discard(key)
+        self._dirty.add(key)
+        for touched in [j for j, journey in self._touched.items() if journey.customer_key == key]:
+            del self._touched[touched]
+        dropped = self.timeline.discard(lambda item: item.key == key)
+        if state is None:
+            return Erased(key, False, (), dropped)
+        linked = {*state.merged_from, *state.pending_payloads}
+        if state.awaiting is not None:
+            linked.add(state.awaiting)
+        return Erased(key, True, tuple(sorted(linked)), dropped + len(state.held))
 
     # ---- items --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ Everything is integer milliseconds; no clock is read here.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -69,6 +69,15 @@ class Timeline(Generic[T]):
     def pending(self) -> list[T]:
         """Items still buffered (not yet released), in no particular order."""
         return [entry[2] for entry in self._heap]
+
+    def discard(self, unwanted: Callable[[T], bool]) -> int:
+        """Drop the buffered items `unwanted` selects (an erasure); returns how many."""
+        kept = [entry for entry in self._heap if not unwanted(entry[2])]
+        dropped = len(self._heap) - len(kept)
+        if dropped:
+            heapq.heapify(kept)
+            self._heap = kept
+        return dropped
 
 
 class SourceWatermark:

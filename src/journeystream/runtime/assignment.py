@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.metrics import Metrics
 from journeystream.runtime.store import PartitionStore, StateChanges, open_backend
+from journeystream.stages.control import ControlProcessor
 from journeystream.stages.effects import Effects
 from journeystream.stages.identity import LINKS, IdentityProcessor
 from journeystream.stages.ingest import IngestProcessor
@@ -31,6 +32,7 @@ class Assignment:
     metrics: Metrics
     topology: Topology
     ingest: IngestProcessor
+    control: ControlProcessor
     identity: dict[int, IdentityProcessor] = field(default_factory=dict)
     journeys: dict[int, JourneyProcessor] = field(default_factory=dict)
     stores: dict[tuple[str, int], PartitionStore] = field(default_factory=dict)
@@ -43,7 +45,7 @@ class Assignment:
     def empty(cls, settings: Settings, metrics: Metrics) -> Assignment:
         topology = Topology.from_settings(settings)
         ingest = IngestProcessor(topology, settings.allowed_lateness_ms, metrics, pseudonyms(settings))
-        return cls(settings, metrics, topology, ingest)
+        return cls(settings, metrics, topology, ingest, ControlProcessor(topology))
 
     def store(self, name: str, partition: int) -> PartitionStore:
         store = self.stores.get((name, partition))
@@ -88,7 +90,7 @@ class Assignment:
             self.ingest.forget(partition)
         elif tp.topic == self.topology.by_device:
             self.identity.pop(partition, None)
-        else:
+        elif tp.topic == self.topology.by_customer:
             self.journeys.pop(partition, None)
         for store in self.stores_of(tp):
             store.discard_staged()

@@ -7,7 +7,9 @@ becomes durable, and commits input offsets only for what is.
     3. output and internal records, acknowledged by the broker
     4. state changes to the changelogs, group by group (KPI cells before customer states),
        each acknowledged before the next; then to the local stores
-    5. input offsets: per partition, the oldest record whose items still wait in a reorder
+    5. erasures carried out by the stages: their ClickHouse rows deleted (after the rows
+       written in step 2), their parts reported on the control topic
+    6. input offsets: per partition, the oldest record whose items still wait in a reorder
        buffer, else the next offset to read
 
 A crash anywhere in between leaves offsets behind the durable effects: the records after
@@ -31,12 +33,18 @@ from journeystream.runtime.producer import Producer
 from journeystream.runtime.store import PartitionStore, StateChanges
 from journeystream.sinks.rows import now_ms
 from journeystream.sinks.sink import BatchingSink
-from journeystream.stages.effects import Effects, OutputRecord
+from journeystream.stages.effects import Effects, ErasurePart, OutputRecord
 from journeystream.stages.routing import envelope_records
 
 log = logging.getLogger(__name__)
 
 Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+CarryOut = Callable[[list[ErasurePart]], Awaitable[None]]
+
+
+async def _no_erasures(parts: list[ErasurePart]) -> None:
+    if parts:
+        raise RuntimeError("erasure parts with nobody to carry them out")
 
 
 class Checkpoint:
@@ -47,6 +55,7 @@ class Checkpoint:
         changelog_topic: Callable[[str], str],
         commit: Commit,
         on_done: Callable[[float], None] = lambda seconds: None,
+        erasures: CarryOut = _no_erasures,
     ) -> None:
         self.sink = sink
         self.producer = producer
@@ -55,10 +64,13 @@ class Checkpoint:
         self.last = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
         self._on_done = on_done
+        self._carry_out = erasures
+        self._erasures: list[ErasurePart] = []  # since the last checkpoint started
 
     async def emit(self, effects: Effects) -> None:
         """Rows to the sink's buffer, records to the producer (not awaited)."""
         taken = effects.take()
+        self._erasures.extend(taken.erasures)
         self.sink.add_many(taken.rows)
         records = taken.records
         for envelope in taken.envelopes:
@@ -87,8 +99,11 @@ class Checkpoint:
         ]
         points = assignment.commit_points()
         produced_at, assignment.produced_at = assignment.produced_at, []
+        erasures, self._erasures = self._erasures, []
         self.last = started = time.monotonic()
-        self._inflight = asyncio.ensure_future(self._finish(assignment, writes, points, produced_at, started))
+        self._inflight = asyncio.ensure_future(
+            self._finish(assignment, writes, erasures, points, produced_at, started)
+        )
 
     async def wait(self) -> None:
         """Until the checkpoint under way is durable; raises what made it fail."""
@@ -100,6 +115,7 @@ class Checkpoint:
         self,
         assignment: Assignment,
         writes: list[list[tuple[PartitionStore, StateChanges]]],
+        erasures: list[ErasurePart],
         points: dict[TopicPartition, int],
         produced_at: list[int],
         started: float,
@@ -109,6 +125,8 @@ class Checkpoint:
         await self.producer.drain()
         for group in writes:
             await self._write_states(group)
+        if erasures:
+            await self._carry_out(erasures)
         if points:
             await self._commit(assignment, points)
         self._on_done(time.monotonic() - started)

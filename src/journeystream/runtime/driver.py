@@ -31,6 +31,7 @@ from journeystream.runtime.alertmanager import AlertmanagerClient
 from journeystream.runtime.assignment import Assignment
 from journeystream.runtime.changelog import restore
 from journeystream.runtime.checkpoint import Checkpoint
+from journeystream.runtime.erasures import Eraser, worker_name
 from journeystream.runtime.producer import BATCH_BYTES, Producer
 from journeystream.runtime.topics import changelog_topic
 from journeystream.sinks.clickhouse import ClickHouseWriter
@@ -126,7 +127,8 @@ class StreamDriver:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
         )
-        topics = [self.topology.interactions, self.topology.by_device, self.topology.by_customer]
+        topology = self.topology
+        topics = [topology.interactions, topology.control, topology.by_device, topology.by_customer]
         consumer.subscribe(topics, listener=_Rebalance(self))
         await consumer.start()
         self._checkpoint = Checkpoint(
@@ -135,6 +137,7 @@ class StreamDriver:
             lambda name: changelog_topic(settings, name),
             consumer.commit,
             self.metrics.on_checkpoint,
+            Eraser(self.writer, producer, topology.control, worker_name(settings.app_id)).carry_out,
         )
         self.alerting = AlertRunner(
             settings,
@@ -203,8 +206,10 @@ class StreamDriver:
                 assignment.ingest.process(partition, records, stamp, effects)
             elif tp.topic == topology.by_device:
                 assignment.identity[partition].process(records, effects)
-            else:
+            elif tp.topic == topology.by_customer:
                 assignment.journeys[partition].process(records, effects)
+            else:
+                assignment.control.process(records, effects)
             assignment.positions[tp] = records[-1].offset + 1
         await self._checkpoint.emit(effects)
 

@@ -32,6 +32,7 @@ def service_topics(settings: Settings) -> list[str]:
         settings.topic_alerts,
         settings.topic_by_device,
         settings.topic_by_customer,
+        settings.topic_control,
         # created compacted with the others, before any worker restores or writes them
         *(changelog_topic(settings, table) for table in TABLES),
     ]
@@ -41,10 +42,17 @@ def topic_configs(settings: Settings, *, compacted: bool) -> dict[str, str]:
     """The configuration a created topic gets. Every topic the service fills holds ids, so
     each gets a bounded life (JOURNEYSTREAM_TOPIC_RETENTION_MS): deleted after it on the
     topics that append, and on the compacted changelogs a value replaced or tombstoned is
-    compacted away within it (`max.compaction.lag.ms`)."""
+    compacted away within it (`max.compaction.lag.ms`, counted from the next write to the
+    partition, which rolls the segment the cleaner may then compact), and a tombstone is
+    removed after it (`delete.retention.ms`)."""
     retention = str(settings.topic_retention_ms)
     if compacted:
-        return {"cleanup.policy": "compact", "max.compaction.lag.ms": retention}
+        # delete.retention.ms: a tombstone's key (an erased customer's id) goes after it too
+        return {
+            "cleanup.policy": "compact",
+            "max.compaction.lag.ms": retention,
+            "delete.retention.ms": retention,
+        }
     return {"retention.ms": retention}
 
 

@@ -55,6 +55,23 @@ class Envelope:
     messages: list[Any]  # envelope.Message (kept untyped here: envelope imports the core)
 
 
+@dataclass(frozen=True, slots=True)
+class ErasurePart:
+    """One stage's part of an erasure request (journeystream erase). The driver reports it
+    once the state changes that carry it out are durable; for the primary part (the key the
+    request named) it first deletes the ClickHouse rows of `customer_id` / `anonymous_ids`."""
+
+    request: str
+    part: str  # "customer" or "anonymous" (a journey-stage key), "links" (an anonymous id's)
+    key: str  # the store key erased
+    primary: bool
+    existed: bool  # there was a state (or links) to erase
+    items_dropped: int  # items held or buffered for the key, dropped with it
+    expect: int = 0  # parts the primary cascaded to (merged anonymous ids' states and links)
+    customer_id: str | None = None  # the primary's rows to delete
+    anonymous_ids: tuple[str, ...] = ()
+
+
 StateChanges = dict[bytes, bytes | None]
 """Store key -> new value (None deletes it)."""
 
@@ -64,6 +81,7 @@ class Effects:
     rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     records: list[OutputRecord] = field(default_factory=list)
     envelopes: list[Envelope] = field(default_factory=list)
+    erasures: list[ErasurePart] = field(default_factory=list)
 
     def row(self, table: str, row: tuple[Any, ...]) -> None:
         self.rows.append((table, row))
@@ -73,8 +91,8 @@ class Effects:
 
     def take(self) -> Effects:
         """Everything collected so far; the collector starts empty again."""
-        taken = Effects(self.rows, self.records, self.envelopes)
-        self.rows, self.records, self.envelopes = [], [], []
+        taken = Effects(self.rows, self.records, self.envelopes, self.erasures)
+        self.rows, self.records, self.envelopes, self.erasures = [], [], [], []
         return taken
 
 

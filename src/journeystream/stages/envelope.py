@@ -8,6 +8,8 @@ One record carries every message a processed batch sends to one partition:
     ["r", key, into, at, login_event_id] a merge request (by-customer)
     ["p", key, source, state | null]     a merge payload (by-customer)
     ["w", source, watermark]             an upstream partition's watermark
+    ["x", key, request, primary]         erase a key's state (by-customer: a customer key;
+                                         by-device: an anonymous id's links)
 
 A record is cut at MAX_RECORD_BYTES (the broker's default limit is 1 MiB). Records written
 by the Faust runtime (one JSON object per message, `{"k": ...}`) are still read, so a
@@ -38,7 +40,18 @@ class Watermark:
     watermark: int
 
 
-Message = Event | KeyedEvent | MergeRequest | MergePayload | Watermark
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """Erase what the stage holds for `key` (journeystream erase). `primary`: the key the
+    request named (its owner also erases the ClickHouse rows and cascades to the anonymous
+    ids merged into it); else a key the primary cascaded to."""
+
+    key: str
+    request: str
+    primary: bool
+
+
+Message = Event | KeyedEvent | MergeRequest | MergePayload | Watermark | Erase
 
 
 def encode_message(message: Message) -> bytes:
@@ -50,6 +63,8 @@ def encode_message(message: Message) -> bytes:
         return orjson.dumps(["d", event_to_list(message)])
     if isinstance(message, MergeRequest):
         return orjson.dumps(["r", message.key, message.into, message.at, message.login_event_id])
+    if isinstance(message, Erase):
+        return orjson.dumps(["x", message.key, message.request, message.primary])
     state = None if message.state is None else message.state.decode()
     return orjson.dumps(["p", message.key, message.source, state])
 
@@ -91,6 +106,8 @@ def _message(item: list[Any]) -> Message:
         return MergeRequest(item[1], item[2], item[3], item[4])
     if kind == "p":
         return MergePayload(item[1], item[2], None if item[3] is None else item[3].encode())
+    if kind == "x":
+        return Erase(item[1], item[2], bool(item[3]))
     raise ValueError(f"unknown internal message kind {kind!r}")
 
 

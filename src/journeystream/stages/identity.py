@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from journeystream.core.events import Event
 from journeystream.core.identity import IdentityStage, encode_links
 from journeystream.core.timeline import NEVER
-from journeystream.stages.effects import Effects, Record, StateChanges
-from journeystream.stages.envelope import Message, Watermark, unpack
+from journeystream.stages.effects import Effects, ErasurePart, Record, StateChanges
+from journeystream.stages.envelope import Erase, Message, Watermark, unpack
 from journeystream.stages.pending import PendingOffsets
 from journeystream.stages.routing import Outbox, Partitioner
 from journeystream.stages.topology import Topology
@@ -46,6 +46,11 @@ class IdentityProcessor:
                 elif isinstance(message, Event):
                     stage.push(message)
                     self.pending.hold(message, offset)
+                elif isinstance(message, Erase):
+                    had_links, dropped = stage.erase(message.key)
+                    effects.erasures.append(
+                        ErasurePart(message.request, "links", message.key, False, had_links, dropped)
+                    )
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-device topic")
         outbox = Outbox()
@@ -63,7 +68,15 @@ class IdentityProcessor:
 
     def take_changes(self) -> list[tuple[str, StateChanges]]:
         links = self.stage.dirty_links()
-        return [(LINKS, {anon.encode(): encode_links(value) for anon, value in links.items()})]
+        return [
+            (
+                LINKS,
+                {
+                    anon.encode(): None if value is None else encode_links(value)
+                    for anon, value in links.items()
+                },
+            )
+        ]
 
     def commit_point(self, next_offset: int) -> int:
         return self.pending.commit_point(self.stage.timeline.pending(), next_offset)

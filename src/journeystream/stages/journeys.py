@@ -8,18 +8,21 @@ from collections.abc import Callable, Iterable, Sequence
 
 from journeystream.core.config import RulesConfig
 from journeystream.core.facts import AppliedEvent, Irritant, JourneyClosed, JourneyRecord
+from journeystream.core.identity import ANONYMOUS_PREFIX
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.journeys import Message as EngineMessage
 from journeystream.sinks.rows import fact_row, irritant_json, journey_json
+from journeystream.stages.control import cascade
 from journeystream.stages.effects import (
     NO_OBSERVER,
     Effects,
+    ErasurePart,
     OutputRecord,
     Record,
     StageObserver,
     StateChanges,
 )
-from journeystream.stages.envelope import Message, Watermark, unpack
+from journeystream.stages.envelope import Erase, Message, Watermark, unpack
 from journeystream.stages.kpicells import PartitionKpis
 from journeystream.stages.pending import PendingOffsets
 from journeystream.stages.routing import Outbox, Partitioner
@@ -75,9 +78,39 @@ class JourneyProcessor:
                 elif isinstance(message, KeyedEvent | MergeRequest):
                     engine.push(message)
                     self.pending.hold(message, offset)
+                elif isinstance(message, Erase):
+                    self._erase(message, effects)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
         self._send(engine.drain_messages(), effects)
+
+    def _erase(self, message: Erase, effects: Effects) -> None:
+        """Erase a customer key's state (on arrival, not in event time: what came before
+        is erased, what comes after starts afresh). The key the request named also has its
+        merged anonymous ids erased, and its ClickHouse rows deleted at the checkpoint."""
+        erased = self.engine.erase(message.key)
+        anonymous = message.key.startswith(ANONYMOUS_PREFIX)
+        part = "anonymous" if anonymous else "customer"
+        if not message.primary:
+            effects.erasures.append(
+                ErasurePart(message.request, part, message.key, False, erased.existed, erased.items_dropped)
+            )
+            return
+        expect = cascade(message.key, message.request, erased.linked, self.topology, effects)
+        linked_ids = tuple(key[len(ANONYMOUS_PREFIX) :] for key in erased.linked)
+        effects.erasures.append(
+            ErasurePart(
+                message.request,
+                part,
+                message.key,
+                True,
+                erased.existed,
+                erased.items_dropped,
+                expect,
+                customer_id=None if anonymous else message.key,
+                anonymous_ids=(message.key[len(ANONYMOUS_PREFIX) :],) if anonymous else linked_ids,
+            )
+        )
 
     def collect(self, stamp_ms: int, now_s: float, effects: Effects) -> None:
         """At a checkpoint: the facts since the last one (journeys at their latest version),

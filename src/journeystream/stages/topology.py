@@ -16,6 +16,7 @@ class Topology:
     journeys: str
     irritants: str
     partitions: int
+    control: str = "control"  # erasure requests and reports (stages/control.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -27,6 +28,7 @@ class Topology:
             journeys=settings.topic_journeys,
             irritants=settings.topic_irritants,
             partitions=settings.partitions,
+            control=settings.topic_control,
         )
 
     def sources(self, stage: str) -> list[str]:

@@ -124,3 +124,51 @@ async def test_rows_then_records_then_cells_then_states_then_offsets() -> None:
     assert set(dict(store.items())) == {b"c1"}
     assert store.backend.next_offset() == 100
     assert orjson.loads(store.get(b"c1") or b"null")[1] == "c1"
+
+
+async def test_an_erasure_is_carried_out_after_its_rows_and_tombstones_and_before_the_commit() -> None:
+    from journeystream.stages.effects import ErasurePart
+    from journeystream.stages.envelope import Erase
+
+    settings = Settings.from_env({"JOURNEYSTREAM_PARTITIONS": "1", "JOURNEYSTREAM_APP_ID": "app"})
+    assignment = Assignment.empty(settings, Metrics(CollectorRegistry()))
+    tp = TopicPartition(settings.topic_by_customer, 0)
+    assignment.build(tp)
+    sources = [f"{stage}0" for stage in "AB"]
+    messages = [_item(1, T0, "c1"), *(Watermark(source, T0 + 5_000) for source in sources)]
+    erase = [Erase("c1", "req-1", True)]
+    records = [
+        InputRecord(offset, T0, None, next(pack([encode_message(m) for m in batch])))
+        for offset, batch in ((3, messages), (4, erase))
+    ]
+    effects = Effects()
+    assignment.journeys[0].process(records, effects)
+    assignment.positions[tp] = 5
+    log: list[str] = []
+    carried: list[ErasurePart] = []
+
+    async def carry_out(parts: list[ErasurePart]) -> None:
+        log.append("erasures")
+        carried.extend(parts)
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        log.append("commit")
+
+    checkpoint = Checkpoint(
+        RecordingSink(log),  # type: ignore[arg-type]
+        RecordingProducer(log),  # type: ignore[arg-type]
+        lambda name: f"app-{name}-changelog",
+        commit,
+        erasures=carry_out,
+    )
+    await checkpoint.emit(effects)  # as the driver does after each batch: the part waits
+    await checkpoint.run(assignment, effects)
+    assert log[-4:] == [
+        "changelog:app-customers-changelog",
+        "acked:app-customers-changelog",
+        "erasures",
+        "commit",
+    ]
+    print(log)
+    assert [(p.request, p.key, p.primary, p.existed) for p in carried] == [("req-1", "c1", True, True)]
+    assert dict(assignment.stores[("customers", 0)].items()) == {}  # the state's deletion is durable

@@ -1,0 +1,184 @@
+"""Issue 12, `journeystream erase` while the worker runs, on the real broker: a customer with
+anonymous web use merged at login, journeys and irritants. The request goes through the
+control topic; afterwards no row of any table, no state, no link and no changelog value
+mentions the customer id or the anonymous id (raw bytes of every changelog record scanned),
+KPI totals are unchanged, erasing again is a no-op that says so, and a new event for the
+customer after a restart starts fresh (no repeat contact from the erased history).
+
+The changelogs are created here with a short compaction lag (production: the topic
+retention), so the broker's cleaner removes the erased values within the test."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from journeystream.config import Settings
+from journeystream.runtime.topics import TABLES, changelog_topic, ensure_topics
+from journeystream.supervise import WorkerProcess
+from tests.integration.helpers import kpi_cells, produce, query, wait_until_caught_up, worker_env
+from tests.integration.test_erase_offline import ANONYMOUS, CUSTOMER, OTHER, _event, _mentions, _run, _stream
+
+pytestmark = pytest.mark.integration
+
+FAST_COMPACTION = {
+    "cleanup.policy": "compact",
+    "max.compaction.lag.ms": "2000",
+    "segment.ms": "2000",
+    "min.cleanable.dirty.ratio": "0.01",
+}
+
+
+def _traffic(round_: int) -> list[tuple[bytes, bytes]]:
+    """Other visitors logging in: writes to every partition of both id changelogs (links and
+    customers), which rolls their segments so the cleaner can compact the erased values."""
+    messages = []
+    for n in range(24):
+        anonymous, customer = f"anon-traffic-{round_}-{n}", f"CUST-TRAFFIC-{round_}-{n}"
+        ids = {"anonymous_id": anonymous, "session_id": f"s-traffic-{round_}-{n}"}
+        view = _event(1000 * round_ + 2 * n, 30, "web", "page_view", **ids)
+        login = _event(1000 * round_ + 2 * n + 1, 31, "web", "login", customer_id=customer, **ids)
+        messages += [(anonymous.encode(), view.replace(b'"billing"', b'"delivery"'))]
+        messages += [(anonymous.encode(), login.replace(b'"billing"', b'"delivery"'))]
+    return messages
+
+
+async def _changelog_values(bootstrap: str, topics: list[str]) -> list[bytes]:
+    """Every value of every record the changelogs hold now (raw bytes)."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500)
+            if not batch:
+                return values
+            values += [record.value for records in batch.values() for record in records if record.value]
+    finally:
+        await consumer.stop()
+
+
+async def _create_changelogs(bootstrap: str, settings: Settings) -> list[str]:
+    topics = [changelog_topic(settings, table) for table in TABLES]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, settings.partitions, 1, topic_configs=FAST_COMPACTION) for t in topics]
+        )
+    finally:
+        await admin.close()
+    return topics
+
+
+def _replayed_kpis(
+    bootstrap: str, name: str, folder: Path, stream: bytes
+) -> dict[tuple[object, ...], tuple[object, ...]]:
+    folder.mkdir()
+    file = folder / "stream.jsonl"
+    file.write_bytes(stream)
+    env = worker_env(bootstrap, name, folder / "data")
+    replayed = _run(env, "replay", str(file), "--close-until", "now")
+    assert replayed.returncode == 0, replayed.stderr
+    return kpi_cells(env)
+
+
+def _billing(
+    cells: dict[tuple[object, ...], tuple[object, ...]],
+) -> dict[tuple[object, ...], tuple[object, ...]]:
+    return {key: value for key, value in cells.items() if key[2] == "billing"}
+
+
+async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
+    settings = Settings.from_env(env)
+    changelogs = await _create_changelogs(kafka_bootstrap, settings)
+    await ensure_topics(settings)
+    stream = _stream()
+    lines = [line for line in stream.splitlines() if line]
+    await produce(kafka_bootstrap, settings.topic_interactions, [(b"k", line) for line in lines])
+
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        worker.wait_ready()
+        wait_until_caught_up(worker, settings.partitions)
+        held = await _changelog_values(kafka_bootstrap, changelogs)
+        assert any(CUSTOMER.encode() in value for value in held)  # the scan below means something
+        assert any(ANONYMOUS.encode() in value for value in held)
+
+        erased = await asyncio.to_thread(_run, env, "erase", CUSTOMER, "--timeout", "60")
+        assert erased.returncode == 0, erased.stdout + erased.stderr
+        assert ": erased" in erased.stdout and "1 merged anonymous ids" in erased.stdout, erased.stdout
+        # the customer's state, the merged anonymous key's (a tombstone), the anonymous id's links
+        # (the tombstone may be gone already: it is forgotten a day after the merge, in event time)
+        assert re.search(r"worker state: [12] states and 1 login-link sets removed", erased.stdout), (
+            erased.stdout
+        )
+        again = await asyncio.to_thread(_run, env, "erase", CUSTOMER, "--timeout", "60")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert ": no-op" in again.stdout and "nothing was held for this id" in again.stdout, again.stdout
+
+        # the erased values leave the changelogs once compacted: segments roll at the next
+        # writes after the lag, then the broker's cleaner (every 15 s) compacts them
+        deadline, round_ = time.monotonic() + 120, 0
+        while True:
+            await asyncio.sleep(3)
+            round_ += 1
+            await produce(kafka_bootstrap, settings.topic_interactions, _traffic(round_))
+            values = await _changelog_values(kafka_bootstrap, changelogs)
+            left = [v for v in values if CUSTOMER.encode() in v or ANONYMOUS.encode() in v]
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"{len(left)} changelog values still hold the ids: {left[:3]}"
+        wait_until_caught_up(worker, settings.partitions)
+    finally:
+        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
+
+    for needle in (CUSTOMER, ANONYMOUS, "s-erase-1", "agent-e1"):
+        assert _mentions(env, needle) == {}, needle
+    assert _mentions(env, OTHER)  # another customer is untouched
+    live_kpis = _billing(kpi_cells(env))
+    assert len(live_kpis) >= 5
+    assert live_kpis == _billing(
+        _replayed_kpis(kafka_bootstrap, f"{unique_name}-replay", tmp_path / "replay", stream)
+    )
+    digest = hashlib.sha256(CUSTOMER.encode()).hexdigest()
+    recorded = query(
+        env, "SELECT id_sha256, id_kind, linked_ids, states_removed, outcome, erased_by FROM {db}.erasures"
+    )
+    assert sorted((r[0], r[1], r[2], r[3], r[4]) for r in recorded) == [
+        (digest, "customer", 0, 0, "no-op"),
+        (digest, "customer", 1, 1, "erased"),
+    ]
+    assert all(f"/{unique_name}/" in r[5] for r in recorded)  # by the worker
+
+    # restarted on the same data dir: nothing of the erased history comes back
+    restarted = WorkerProcess(env, tmp_path / "worker-2.log")
+    restarted.start()
+    try:
+        restarted.wait_ready()
+        contact = _event(
+            99, 16, "phone", "contact_start", attributes={"direction": "inbound"}, customer_id=CUSTOMER
+        )
+        await produce(kafka_bootstrap, settings.topic_interactions, [(CUSTOMER.encode(), contact)])
+        wait_until_caught_up(restarted, settings.partitions)
+    finally:
+        assert restarted.stop() == 0, f"worker did not stop cleanly; see {restarted.log_path}"
+    journeys = query(
+        env, "SELECT event_count FROM {db}.journeys FINAL WHERE customer_key = '" + CUSTOMER + "'"
+    )
+    assert journeys == [(1,)]
+    irritants = query(env, "SELECT kind FROM {db}.irritants FINAL WHERE customer_key = '" + CUSTOMER + "'")
+    assert irritants == []  # no repeat contact: the contacts 6 and 1 minutes before were erased
+    assert orjson.loads(contact)["customer_id"] == CUSTOMER
