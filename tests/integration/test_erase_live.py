@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from journeystream.config import Settings
+from journeystream.config import Settings, pseudonyms
 from journeystream.runtime.topics import TABLES, changelog_topic, ensure_topics
 from journeystream.supervise import WorkerProcess
 from tests.integration.helpers import kpi_cells, produce, query, wait_until_caught_up, worker_env
@@ -82,12 +82,12 @@ async def _create_changelogs(bootstrap: str, settings: Settings) -> list[str]:
 
 
 def _replayed_kpis(
-    bootstrap: str, name: str, folder: Path, stream: bytes
+    bootstrap: str, name: str, folder: Path, stream: bytes, extra: dict[str, str]
 ) -> dict[tuple[object, ...], tuple[object, ...]]:
     folder.mkdir()
     file = folder / "stream.jsonl"
     file.write_bytes(stream)
-    env = worker_env(bootstrap, name, folder / "data")
+    env = worker_env(bootstrap, name, folder / "data", **extra)
     replayed = _run(env, "replay", str(file), "--close-until", "now")
     assert replayed.returncode == 0, replayed.stderr
     return kpi_cells(env)
@@ -99,9 +99,19 @@ def _billing(
     return {key: value for key, value in cells.items() if key[2] == "billing"}
 
 
-async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
+@pytest.mark.parametrize("pseudonymised", [False, True], ids=["raw-ids", "pseudonymised"])
+async def test_erase_through_a_running_worker(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, pseudonymised: bool
+) -> None:
+    extra = {}
+    if pseudonymised:  # the tables hold tokens; the command is given the raw id
+        (tmp_path / "pseudonym.key").write_text("7d1e5c3a9b8f4e2d6c0a1b3e5f7d9c8b")
+        extra["pseudonym_key_file"] = str(tmp_path / "pseudonym.key")
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", **extra)
     settings = Settings.from_env(env)
+    tokens = pseudonyms(settings)
+    stored = (lambda raw: raw) if tokens is None else tokens.token
+    customer, anonymous, other = stored(CUSTOMER), stored(ANONYMOUS), stored(OTHER)
     changelogs = await _create_changelogs(kafka_bootstrap, settings)
     await ensure_topics(settings)
     stream = _stream()
@@ -114,8 +124,8 @@ async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name:
         worker.wait_ready()
         wait_until_caught_up(worker, settings.partitions)
         held = await _changelog_values(kafka_bootstrap, changelogs)
-        assert any(CUSTOMER.encode() in value for value in held)  # the scan below means something
-        assert any(ANONYMOUS.encode() in value for value in held)
+        assert any(customer.encode() in value for value in held)  # the scan below means something
+        assert any(anonymous.encode() in value for value in held)
 
         erased = await asyncio.to_thread(_run, env, "erase", CUSTOMER, "--timeout", "60")
         assert erased.returncode == 0, erased.stdout + erased.stderr
@@ -125,7 +135,8 @@ async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name:
         assert re.search(r"worker state: [12] states and 1 login-link sets removed", erased.stdout), (
             erased.stdout
         )
-        again = await asyncio.to_thread(_run, env, "erase", CUSTOMER, "--timeout", "60")
+        # again, by the id as stored (the token, when pseudonymised): either form is accepted
+        again = await asyncio.to_thread(_run, env, "erase", customer, "--timeout", "60")
         assert again.returncode == 0, again.stdout + again.stderr
         assert ": no-op" in again.stdout and "nothing was held for this id" in again.stdout, again.stdout
 
@@ -137,7 +148,7 @@ async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name:
             round_ += 1
             await produce(kafka_bootstrap, settings.topic_interactions, _traffic(round_))
             values = await _changelog_values(kafka_bootstrap, changelogs)
-            left = [v for v in values if CUSTOMER.encode() in v or ANONYMOUS.encode() in v]
+            left = [v for v in values if customer.encode() in v or anonymous.encode() in v]
             if not left:
                 break
             assert time.monotonic() < deadline, f"{len(left)} changelog values still hold the ids: {left[:3]}"
@@ -145,15 +156,15 @@ async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name:
     finally:
         assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
 
-    for needle in (CUSTOMER, ANONYMOUS, "s-erase-1", "agent-e1"):
+    for needle in (customer, anonymous, stored("s-erase-1"), stored("agent-e1")):
         assert _mentions(env, needle) == {}, needle
-    assert _mentions(env, OTHER)  # another customer is untouched
+    assert _mentions(env, other)  # another customer is untouched
     live_kpis = _billing(kpi_cells(env))
     assert len(live_kpis) >= 5
     assert live_kpis == _billing(
-        _replayed_kpis(kafka_bootstrap, f"{unique_name}-replay", tmp_path / "replay", stream)
+        _replayed_kpis(kafka_bootstrap, f"{unique_name}-replay", tmp_path / "replay", stream, extra)
     )
-    digest = hashlib.sha256(CUSTOMER.encode()).hexdigest()
+    digest = hashlib.sha256(customer.encode()).hexdigest()
     recorded = query(
         env, "SELECT id_sha256, id_kind, linked_ids, states_removed, outcome, erased_by FROM {db}.erasures"
     )
@@ -176,9 +187,9 @@ async def test_erase_through_a_running_worker(kafka_bootstrap: str, unique_name:
     finally:
         assert restarted.stop() == 0, f"worker did not stop cleanly; see {restarted.log_path}"
     journeys = query(
-        env, "SELECT event_count FROM {db}.journeys FINAL WHERE customer_key = '" + CUSTOMER + "'"
+        env, "SELECT event_count FROM {db}.journeys FINAL WHERE customer_key = '" + customer + "'"
     )
     assert journeys == [(1,)]
-    irritants = query(env, "SELECT kind FROM {db}.irritants FINAL WHERE customer_key = '" + CUSTOMER + "'")
+    irritants = query(env, "SELECT kind FROM {db}.irritants FINAL WHERE customer_key = '" + customer + "'")
     assert irritants == []  # no repeat contact: the contacts 6 and 1 minutes before were erased
     assert orjson.loads(contact)["customer_id"] == CUSTOMER
