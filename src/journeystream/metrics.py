@@ -140,6 +140,13 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+        self.erasure_parts = Counter(
+            "journeystream_erasure_parts",
+            "Parts of erasure requests carried out (journeystream erase), by part (customer, "
+            "anonymous, links) and outcome (erased, no-op, failed)",
+            ["part", "outcome"],
+            registry=registry,
+        )
         self.alertmanager_posts = Counter(
             "journeystream_alertmanager_posts",
             "Posts to Alertmanager, by outcome (ok, error)",
@@ -174,6 +181,9 @@ class Metrics:
 
     def on_checkpoint(self, seconds: float) -> None:
         self.checkpoint_seconds.observe(seconds)
+
+    def on_erasure_part(self, part: str, outcome: str) -> None:
+        self.erasure_parts.labels(part, outcome).inc()
 
     # SinkObserver
     def on_flushed(self, table: str, rows: int, seconds: float) -> None:

@@ -137,7 +137,13 @@ class StreamDriver:
             lambda name: changelog_topic(settings, name),
             consumer.commit,
             self.metrics.on_checkpoint,
-            Eraser(self.writer, producer, topology.control, worker_name(settings.app_id)).carry_out,
+            Eraser(
+                self.writer,
+                producer,
+                topology.control,
+                worker_name(settings.app_id),
+                self.metrics.on_erasure_part,
+            ).carry_out,
         )
         self.alerting = AlertRunner(
             settings,

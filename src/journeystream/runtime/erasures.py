@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from journeystream.erasure import ErasureReport, erase_rows, record
@@ -27,11 +27,19 @@ def worker_name(app_id: str) -> str:
 
 
 class Eraser:
-    def __init__(self, writer: ClickHouseWriter, producer: Producer, topic: str, worker: str) -> None:
+    def __init__(
+        self,
+        writer: ClickHouseWriter,
+        producer: Producer,
+        topic: str,
+        worker: str,
+        on_part: Callable[[str, str], None] = lambda part, outcome: None,
+    ) -> None:
         self.writer = writer
         self.producer = producer
         self.topic = topic
         self.worker = worker
+        self.on_part = on_part  # (part, outcome: erased, no-op or failed)
 
     async def carry_out(self, parts: Sequence[ErasurePart]) -> None:
         records = [control_record(self.topic, part, await self._report(part)) for part in parts]
@@ -40,13 +48,16 @@ class Eraser:
 
     async def _report(self, part: ErasurePart) -> bytes:
         if not part.primary:
+            self.on_part(part.part, "erased" if part.existed else "no-op")
             return report_value(part, self.worker)
         try:
             report = await self.writer.run(lambda client: self._erase_rows(client, part))
         except Exception as exc:  # reported (the command exits non-zero); a new request retries
             log.error("erasure %s: ClickHouse rows not erased: %s", part.request, exc)
+            self.on_part(part.part, "failed")
             return report_value(part, self.worker, error=f"ClickHouse rows not erased: {exc}")
         log.info("erasure %s: %s", part.request, report.lines()[0])
+        self.on_part(part.part, "failed" if report.outcome == "incomplete" else report.outcome)
         return report_value(
             part, self.worker, report.rows_removed, report.rows_left, report.linked_anonymous_ids
         )
