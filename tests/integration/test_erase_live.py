@@ -107,7 +107,9 @@ async def test_erase_through_a_running_worker(
     if pseudonymised:  # the tables hold tokens; the command is given the raw id
         (tmp_path / "pseudonym.key").write_text("7d1e5c3a9b8f4e2d6c0a1b3e5f7d9c8b")
         extra["pseudonym_key_file"] = str(tmp_path / "pseudonym.key")
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", **extra)
+    # the state on disk in one run (its files are scanned), in memory in the other
+    rocksdb = {"store": "rocksdb://"} if pseudonymised else {}
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", **extra, **rocksdb)
     settings = Settings.from_env(env)
     tokens = pseudonyms(settings)
     stored = (lambda raw: raw) if tokens is None else tokens.token
@@ -164,6 +166,12 @@ async def test_erase_through_a_running_worker(
 
     for needle in (customer, anonymous, stored("s-erase-1"), stored("agent-e1")):
         assert _mentions(env, needle) == {}, needle
+    state_files = [f for f in (tmp_path / "data" / "state").rglob("*") if f.is_file()]
+    assert bool(state_files) == bool(rocksdb)
+    for file in state_files:  # RocksDB's tables, logs and manifests: raw bytes, and hex (its LOG)
+        content = file.read_bytes()
+        for needle in (customer.encode(), anonymous.encode()):
+            assert needle not in content and needle.hex().encode() not in content.lower(), file
     assert _mentions(env, other)  # another customer is untouched
     live_kpis = _billing(kpi_cells(env))
     assert len(live_kpis) >= 5

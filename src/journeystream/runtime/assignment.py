@@ -3,7 +3,7 @@ stores, and how far each input partition has been processed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.metrics import Metrics
 from journeystream.runtime.store import PartitionStore, StateChanges, open_backend
 from journeystream.stages.control import ControlProcessor
-from journeystream.stages.effects import Effects
+from journeystream.stages.effects import Effects, ErasurePart
 from journeystream.stages.identity import LINKS, IdentityProcessor
 from journeystream.stages.ingest import IngestProcessor
 from journeystream.stages.journeys import CUSTOMERS, KPI_CELLS, JourneyProcessor
@@ -117,6 +117,17 @@ class Assignment:
         for name, values in changes:
             if values:
                 self.store(name, partition).stage(values)
+
+    def purge(self, erasures: Sequence[ErasurePart]) -> None:
+        """The erased keys leave the local stores' files (their deletions are written by now),
+        once per store."""
+        keys: dict[tuple[str, int], list[bytes]] = {}
+        for part in erasures:
+            keys.setdefault((part.store, part.partition), []).append(part.key.encode())
+        for name, erased in keys.items():
+            store = self.stores.get(name)
+            if store is not None:
+                store.backend.purge(erased)
 
     def rows_durable(self, produced_at: list[int], now_s: float) -> None:
         """Input records produced at these times (ms) have their raw rows stored."""

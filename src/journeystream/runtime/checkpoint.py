@@ -126,6 +126,7 @@ class Checkpoint:
         for group in writes:
             await self._write_states(group)
         if erasures:
+            assignment.purge(erasures)
             await self._carry_out(erasures)
         if points:
             await self._commit(assignment, points)

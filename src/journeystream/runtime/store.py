@@ -25,6 +25,7 @@ class Backend(Protocol):
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
     def next_offset(self) -> int: ...
     def clear(self) -> None: ...
+    def purge(self, keys: Iterable[bytes]) -> None: ...
     def close(self) -> None: ...
     def size_bytes(self) -> int: ...
 
@@ -59,6 +60,9 @@ class MemoryBackend:
         self._values.clear()
         self._next_offset = 0
         self._bytes = 0
+
+    def purge(self, keys: Iterable[bytes]) -> None:
+        """Nothing to do: a deleted value is gone with its dict entry."""
 
     def close(self) -> None:
         pass
@@ -119,6 +123,24 @@ class RocksBackend:
         self._offset_file.unlink(missing_ok=True)
         self._db = Rdict(str(self._path), options=self._options)
         self._bytes = 0
+
+    def purge(self, keys: Iterable[bytes]) -> None:
+        """Make deleted keys leave RocksDB's files (an erasure): a deletion only adds a
+        tombstone, the value stays in table and log files until a compaction, and the key in
+        the manifest's file bounds. So: a compaction of the whole store, forced down to the
+        last level (by default RocksDB may merely move files there), with no key range (a
+        ranged compaction writes its bounds, hex-encoded, to RocksDB's info LOG); then a
+        reopen, which writes a fresh manifest and deletes the old one and the old logs.
+        Measured: 0.5 s for 250 000 states of 338 B; erasures are rare."""
+        if not list(keys):
+            return
+        from rocksdict import BottommostLevelCompaction, CompactOptions, Rdict
+
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        self._db.compact_range(None, None, options)
+        self._db.close()
+        self._db = Rdict(str(self._path), options=self._options)
 
     def close(self) -> None:
         self._db.close()

@@ -49,7 +49,16 @@ class IdentityProcessor:
                 elif isinstance(message, Erase):
                     had_links, dropped = stage.erase(message.key)
                     effects.erasures.append(
-                        ErasurePart(message.request, "links", message.key, False, had_links, dropped)
+                        ErasurePart(
+                            message.request,
+                            "links",
+                            message.key,
+                            False,
+                            had_links,
+                            dropped,
+                            store=LINKS,
+                            partition=self.partition,
+                        )
                     )
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-device topic")

@@ -93,7 +93,16 @@ class JourneyProcessor:
         part = "anonymous" if anonymous else "customer"
         if not message.primary:
             effects.erasures.append(
-                ErasurePart(message.request, part, message.key, False, erased.existed, erased.items_dropped)
+                ErasurePart(
+                    message.request,
+                    part,
+                    message.key,
+                    False,
+                    erased.existed,
+                    erased.items_dropped,
+                    store=CUSTOMERS,
+                    partition=self.partition,
+                )
             )
             return
         expect = cascade(message.key, message.request, erased.linked, self.topology, effects)
@@ -109,6 +118,8 @@ class JourneyProcessor:
                 expect,
                 customer_id=None if anonymous else message.key,
                 anonymous_ids=(message.key[len(ANONYMOUS_PREFIX) :],) if anonymous else linked_ids,
+                store=CUSTOMERS,
+                partition=self.partition,
             )
         )
 

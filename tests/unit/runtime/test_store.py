@@ -44,3 +44,31 @@ def test_rocksdb_keeps_values_and_offset_across_a_reopen(tmp_path: Path) -> None
     second.clear()
     assert list(second.items()) == [] and second.next_offset() == 0
     second.close()
+
+
+KEY = b"CUST-ERASED-KEY-77"
+
+
+@pytest.mark.parametrize("flushed", [True, False], ids=["in-a-table-file", "in-the-log-only"])
+def test_an_erased_keys_old_value_leaves_the_rocksdb_files(tmp_path: Path, flushed: bool) -> None:
+    """A deletion only adds a tombstone; purge makes the erased value leave every file."""
+    folder = tmp_path / "customers-1"
+    backend = RocksBackend(folder)
+    backend.write({b"k%d" % n: b"other customer %d" % n for n in range(500)}, next_offset=1)
+    backend.write({KEY: b"state of CUST-ERASED-0042"}, next_offset=2)
+    if flushed:
+        backend._db.flush()  # the value in an SST file, not only in the write-ahead log
+    backend.write({KEY: None}, next_offset=3)
+
+    def files_holding_it() -> list[str]:
+        needles = (b"CUST-ERASED-0042", KEY, KEY.hex().encode())  # the value, the key, as logged
+        return [
+            f.name for f in folder.rglob("*") if f.is_file() and any(n in f.read_bytes() for n in needles)
+        ]
+
+    assert files_holding_it()  # deleted, but still in the files
+    backend.purge([KEY])
+    assert files_holding_it() == []
+    assert backend.get(KEY) is None and backend.get(b"k7") == b"other customer 7"
+    backend.close()
+    assert files_holding_it() == []

@@ -164,7 +164,7 @@ def test_the_primary_part_cascades_to_merged_anonymous_ids_and_their_links() -> 
     effects = Effects()
     processor.process_messages([(7, [Erase("C1", "req-1", True)])], effects)
     [part] = effects.erasures
-    assert part == ErasurePart("req-1", "customer", "C1", True, True, 0, 2, "C1", ("a1",))
+    assert part == ErasurePart("req-1", "customer", "C1", True, True, 0, 2, "C1", ("a1",), CUSTOMERS, 0)
     sent = {(e.topic, e.partition): e.messages for e in effects.envelopes}
     partition_of = Partitioner(3)
     assert Erase("anon:a1", "req-1", False) in sent[("by-customer", partition_of("anon:a1"))]
@@ -175,7 +175,9 @@ def test_the_primary_part_cascades_to_merged_anonymous_ids_and_their_links() -> 
     # the secondary part on the anonymous key: erased, reported, no cascade
     effects = Effects()
     processor.process_messages([(8, [Erase("anon:a1", "req-1", False)])], effects)
-    assert effects.erasures == [ErasurePart("req-1", "anonymous", "anon:a1", False, True, 0)]
+    assert effects.erasures == [
+        ErasurePart("req-1", "anonymous", "anon:a1", False, True, 0, store=CUSTOMERS, partition=0)
+    ]
     assert effects.envelopes == []
     assert processor.take_changes()[1][1] == {b"anon:a1": None}
 
@@ -194,5 +196,5 @@ def test_a_visitors_request_erases_its_state_and_its_links() -> None:
     identity = IdentityProcessor(0, TOPOLOGY, lambda name, key: links.get(key) if name == LINKS else None)
     effects = Effects()
     identity.process_messages([(0, envelope.messages)], effects)
-    assert effects.erasures == [ErasurePart("req-2", "links", "a9", False, True, 0)]
+    assert effects.erasures == [ErasurePart("req-2", "links", "a9", False, True, 0, store=LINKS, partition=0)]
     assert identity.take_changes() == [(LINKS, {b"a9": None})]
