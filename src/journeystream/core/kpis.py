@@ -475,6 +475,15 @@ class KpiAccumulator:
         """Cells held."""
         return len(self._cells)
 
+    def forget(self, customer: str) -> bool:
+        """Drop a customer key's mark (an erasure): the counts stay, anonymous; a later fact
+        of the key counts it again among a cell's distinct customers, as a new customer.
+        Returns whether there was a mark."""
+        if self._marks.pop(customer, None) is None:
+            return False
+        self._dirty_marks.add(customer)  # persisted as a deletion
+        return True
+
     def evicted_keys(self, before_ms: int) -> list[CellKey]:
         """The cells `evict(before_ms)` would forget, ordered by key."""
         return sorted(key for key in self._cells if key[0] < before_ms)

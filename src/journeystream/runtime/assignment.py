@@ -123,9 +123,10 @@ class Assignment:
         once per store."""
         keys: dict[tuple[str, int], list[bytes]] = {}
         for part in erasures:
-            keys.setdefault((part.store, part.partition), []).append(part.key.encode())
-        for name, erased in keys.items():
-            store = self.stores.get(name)
+            for name in part.stores:
+                keys.setdefault((name, part.partition), []).append(part.key.encode())
+        for where, erased in keys.items():
+            store = self.stores.get(where)
             if store is not None:
                 store.backend.purge(erased)
 

@@ -70,7 +70,7 @@ class ErasurePart:
     expect: int = 0  # parts the primary cascaded to (merged anonymous ids' states and links)
     customer_id: str | None = None  # the primary's rows to delete
     anonymous_ids: tuple[str, ...] = ()
-    store: str = ""  # where the key's state lived (its old values are purged from the files)
+    stores: tuple[str, ...] = ()  # where the key's state lived (old values are purged from the files)
     partition: int = -1
 
 

@@ -56,7 +56,7 @@ class IdentityProcessor:
                             False,
                             had_links,
                             dropped,
-                            store=LINKS,
+                            stores=(LINKS,),
                             partition=self.partition,
                         )
                     )

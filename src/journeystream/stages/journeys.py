@@ -89,6 +89,7 @@ class JourneyProcessor:
         is erased, what comes after starts afresh). The key the request named also has its
         merged anonymous ids erased, and its ClickHouse rows deleted at the checkpoint."""
         erased = self.engine.erase(message.key)
+        self.kpis.accumulator.forget(message.key)  # its mark names the key; the counts stay
         anonymous = message.key.startswith(ANONYMOUS_PREFIX)
         part = "anonymous" if anonymous else "customer"
         if not message.primary:
@@ -100,7 +101,7 @@ class JourneyProcessor:
                     False,
                     erased.existed,
                     erased.items_dropped,
-                    store=CUSTOMERS,
+                    stores=self.stores,
                     partition=self.partition,
                 )
             )
@@ -118,7 +119,7 @@ class JourneyProcessor:
                 expect,
                 customer_id=None if anonymous else message.key,
                 anonymous_ids=(message.key[len(ANONYMOUS_PREFIX) :],) if anonymous else linked_ids,
-                store=CUSTOMERS,
+                stores=self.stores,
                 partition=self.partition,
             )
         )

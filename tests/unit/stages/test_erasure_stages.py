@@ -13,7 +13,8 @@ from journeystream.stages.control import ControlProcessor, EraseRequest, erase_r
 from journeystream.stages.effects import Effects, ErasurePart, InputRecord
 from journeystream.stages.envelope import Erase, Watermark, encode_message, pack, unpack
 from journeystream.stages.identity import LINKS, IdentityProcessor
-from journeystream.stages.journeys import CUSTOMERS, JourneyProcessor
+from journeystream.stages.journeys import CUSTOMERS, KPI_CELLS, JourneyProcessor
+from journeystream.stages.kpicells import mark_store_key
 from journeystream.stages.routing import Partitioner
 from journeystream.stages.topology import Topology
 
@@ -164,7 +165,9 @@ def test_the_primary_part_cascades_to_merged_anonymous_ids_and_their_links() -> 
     effects = Effects()
     processor.process_messages([(7, [Erase("C1", "req-1", True)])], effects)
     [part] = effects.erasures
-    assert part == ErasurePart("req-1", "customer", "C1", True, True, 0, 2, "C1", ("a1",), CUSTOMERS, 0)
+    assert part == ErasurePart(
+        "req-1", "customer", "C1", True, True, 0, 2, "C1", ("a1",), (KPI_CELLS, CUSTOMERS), 0
+    )
     sent = {(e.topic, e.partition): e.messages for e in effects.envelopes}
     partition_of = Partitioner(3)
     assert Erase("anon:a1", "req-1", False) in sent[("by-customer", partition_of("anon:a1"))]
@@ -176,10 +179,28 @@ def test_the_primary_part_cascades_to_merged_anonymous_ids_and_their_links() -> 
     effects = Effects()
     processor.process_messages([(8, [Erase("anon:a1", "req-1", False)])], effects)
     assert effects.erasures == [
-        ErasurePart("req-1", "anonymous", "anon:a1", False, True, 0, store=CUSTOMERS, partition=0)
+        ErasurePart(
+            "req-1", "anonymous", "anon:a1", False, True, 0, stores=(KPI_CELLS, CUSTOMERS), partition=0
+        )
     ]
     assert effects.envelopes == []
     assert processor.take_changes()[1][1] == {b"anon:a1": None}
+
+
+def test_an_erased_keys_kpi_mark_is_deleted_and_the_counts_stay() -> None:
+    processor = _journey_processor({})
+    _visit_then_login(processor.engine)
+    processor.collect(T0, 0.0, Effects())
+    [(_, cells), _] = processor.take_changes()
+    assert mark_store_key(0, "C1") in cells and mark_store_key(0, "anon:a1") in cells
+    counted = processor.kpis.accumulator.cells()
+
+    for key in ("C1", "anon:a1"):
+        processor.process_messages([(9, [Erase(key, "req-3", key == "C1")])], Effects())
+    processor.collect(T0, 0.0, Effects())
+    [(_, cells), _] = processor.take_changes()
+    assert cells == {mark_store_key(0, "C1"): None, mark_store_key(0, "anon:a1"): None}
+    assert processor.kpis.accumulator.cells() == counted
 
 
 def test_a_visitors_request_erases_its_state_and_its_links() -> None:
@@ -196,5 +217,7 @@ def test_a_visitors_request_erases_its_state_and_its_links() -> None:
     identity = IdentityProcessor(0, TOPOLOGY, lambda name, key: links.get(key) if name == LINKS else None)
     effects = Effects()
     identity.process_messages([(0, envelope.messages)], effects)
-    assert effects.erasures == [ErasurePart("req-2", "links", "a9", False, True, 0, store=LINKS, partition=0)]
+    assert effects.erasures == [
+        ErasurePart("req-2", "links", "a9", False, True, 0, stores=(LINKS,), partition=0)
+    ]
     assert identity.take_changes() == [(LINKS, {b"a9": None})]
