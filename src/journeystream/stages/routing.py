@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from journeystream.stages.effects import Effects, Envelope, OutputRecord
-from journeystream.stages.envelope import Message, Watermark, encode_message, pack
+from journeystream.stages.envelope import Message, Watermark, encode_envelopes
 
 _CACHE_LIMIT = 1_000_000
 
@@ -80,5 +80,5 @@ class Outbox:
 
 def envelope_records(envelope: Envelope) -> list[OutputRecord]:
     """The records an envelope travels in (cut at the size limit)."""
-    encoded = [encode_message(message) for message in envelope.messages]
-    return [OutputRecord(envelope.topic, None, value, envelope.partition) for value in pack(encoded)]
+    topic, partition = envelope.topic, envelope.partition
+    return [OutputRecord(topic, None, value, partition) for value in encode_envelopes(envelope.messages)]

@@ -7,7 +7,7 @@ import orjson
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
-from journeystream.stages.envelope import Watermark, encode_message, pack, unpack
+from journeystream.stages.envelope import Watermark, encode_envelopes, encode_message, pack, unpack
 
 
 def _event(n: int) -> Event:
@@ -53,6 +53,17 @@ def test_records_are_cut_at_the_limit_and_keep_the_order() -> None:
 
 def test_nothing_to_pack_gives_no_record() -> None:
     assert list(pack([])) == []
+    assert encode_envelopes([]) == []
+
+
+def test_envelopes_encoded_at_once_are_the_bytes_pack_makes() -> None:
+    messages = [*MESSAGES, *(_event(n) for n in range(60)), *MESSAGES]
+    encoded = [encode_message(message) for message in messages]
+    body = len(b",".join(encoded))
+    # around the limit where pack starts to cut: one envelope up to it, several beyond
+    for limit in (body + 100, body, body - 1, body - 300, 2_000, 100, 1):
+        assert encode_envelopes(messages, limit) == list(pack(encoded, limit))
+    assert encode_envelopes(MESSAGES[:1], 1) == list(pack(encoded[:1], 1))
 
 
 def test_records_of_the_faust_runtime_are_still_read() -> None:
