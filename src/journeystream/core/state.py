@@ -236,16 +236,7 @@ def event_to_list(event: Event) -> list[Any]:
 
 
 def event_from_list(data: list[Any]) -> Event:
+    # positional, in the order of event_to_list (Event's field order): no keyword dict
     return Event(
-        event_id=data[0],
-        occurred_at=data[1],
-        channel=data[2],
-        type=data[3],
-        customer_id=data[4],
-        anonymous_id=data[5],
-        journey=data[6],
-        segment=data[7],
-        session_id=data[8],
-        agent_id=data[9],
-        attributes=data[10],
+        data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7], data[8], data[9], data[10]
     )

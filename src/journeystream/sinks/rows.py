@@ -158,6 +158,11 @@ class Coordinates:
 
 
 def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any, ...]:
+    return interaction_values(event, where.partition, where.offset, now_ms)
+
+
+def interaction_values(event: Event, partition: int, offset: int, now_ms: int) -> tuple[Any, ...]:
+    """`interaction_row` without a Coordinates object (stage A's loop)."""
     return (
         event.event_id,
         event.occurred_at,
@@ -170,8 +175,8 @@ def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any,
         event.session_id,
         event.agent_id,
         orjson.dumps(event.attributes).decode(),
-        where.partition,
-        where.offset,
+        partition,
+        offset,
         now_ms,
     )
 

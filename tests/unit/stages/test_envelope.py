@@ -81,3 +81,23 @@ def test_records_of_the_faust_runtime_are_still_read() -> None:
     }
     for raw, message in legacy.items():
         assert unpack(raw) == [message]
+
+
+def test_an_event_with_every_field_set_round_trips() -> None:
+    # event_from_list builds the Event positionally: the list order must be the field order
+    event = Event(
+        event_id="e1",
+        occurred_at=1_700_000_000_000,
+        channel="phone",
+        type="contact_start",
+        customer_id="c1",
+        anonymous_id="a1",
+        journey="claim",
+        segment="gold",
+        session_id="s1",
+        agent_id="g1",
+        attributes={"direction": "inbound"},
+    )
+    assert unpack(next(pack([encode_message(KeyedEvent("c1", event, "anon:a1"))]))) == [
+        KeyedEvent("c1", event, "anon:a1")
+    ]
