@@ -9,6 +9,7 @@ changelog-backed table, so it must stay small: times are integer ms, histories a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -46,31 +47,7 @@ class JourneyState:
     effort_score: int = 0
 
     def to_list(self) -> list[Any]:
-        return [
-            self.journey_id,
-            self.journey,
-            self.customer_key,
-            self.segment,
-            self.started_at,
-            self.last_event_at,
-            self.first_channel,
-            self.last_channel,
-            self.channels,
-            self.status,
-            self.ended_at,
-            self.event_count,
-            self.channel_switches,
-            self.inbound_contacts,
-            self.contacts_abandoned,
-            self.long_waits,
-            self.repeat_contacts,
-            self.complaints,
-            self.irritant_count,
-            self.last_process_at,
-            self.touched,
-            self.version,
-            self.effort_score,
-        ]
+        return list(_journey_values(self))
 
     @classmethod
     def from_list(cls, data: list[Any]) -> JourneyState:
@@ -109,15 +86,44 @@ class Session:
     event_count: int
 
     def to_list(self) -> list[Any]:
-        return [
-            self.session_id,
-            self.channel,
-            self.journey,
-            self.segment,
-            self.first_at,
-            self.last_at,
-            self.event_count,
-        ]
+        return list(_session_values(self))
+
+
+# The serialized order of their fields (a tuple is written as the same JSON array).
+_journey_values = attrgetter(
+    "journey_id",
+    "journey",
+    "customer_key",
+    "segment",
+    "started_at",
+    "last_event_at",
+    "first_channel",
+    "last_channel",
+    "channels",
+    "status",
+    "ended_at",
+    "event_count",
+    "channel_switches",
+    "inbound_contacts",
+    "contacts_abandoned",
+    "long_waits",
+    "repeat_contacts",
+    "complaints",
+    "irritant_count",
+    "last_process_at",
+    "touched",
+    "version",
+    "effort_score",
+)
+_session_values = attrgetter(
+    "session_id",
+    "channel",
+    "journey",
+    "segment",
+    "first_at",
+    "last_at",
+    "event_count",
+)
 
 
 @dataclass(slots=True)
@@ -168,11 +174,11 @@ class CustomerState:
                     FORMAT_VERSION,
                     self.key,
                     self.segment,
-                    [j.to_list() for j in self.journeys.values()],
+                    [_journey_values(j) for j in self.journeys.values()],
                     self.digital,
                     self.contacts,
                     self.seen,
-                    [s.to_list() for s in self.sessions.values()],
+                    [_session_values(s) for s in self.sessions.values()],
                     self.touch,
                     self.latest,
                     self.merged_from,
