@@ -75,17 +75,18 @@ class JourneyProcessor:
 
     def process_messages(self, batch: Sequence[tuple[int, Sequence[Message]]], effects: Effects) -> None:
         """A batch of (offset, messages of the record at that offset)."""
-        engine = self.engine
+        engine, hold = self.engine, self.pending.hold
         for offset, messages in batch:
             for message in messages:
-                if isinstance(message, Watermark):
-                    engine.observe(message.source, message.watermark)
-                elif isinstance(message, MergePayload):
-                    engine.receive_payload(message)
-                elif isinstance(message, KeyedEvent | MergeRequest):
+                # the message classes are final: the exact type, commonest first
+                if type(message) is KeyedEvent or type(message) is MergeRequest:
                     engine.push(message)
-                    self.pending.hold(message, offset)
-                elif isinstance(message, Erase):
+                    hold(message, offset)
+                elif type(message) is Watermark:
+                    engine.observe(message.source, message.watermark)
+                elif type(message) is MergePayload:
+                    engine.receive_payload(message)
+                elif type(message) is Erase:
                     self._erase(message, effects)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
