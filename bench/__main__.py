@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.machine import describe, today
 
-ALL = ["decode", "core", "state", "raw_drain", "end_to_end", "latency", "open_journeys", "growth"]
+ALL = ["decode", "core", "state", "stages", "raw_drain", "end_to_end", "latency", "open_journeys", "growth"]
 RESULTS = Path(__file__).parent / "results"
 
 
