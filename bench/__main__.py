@@ -9,7 +9,18 @@ from pathlib import Path
 
 from bench.machine import describe, today
 
-ALL = ["decode", "core", "state", "replay", "raw_drain", "end_to_end", "latency", "open_journeys", "growth"]
+ALL = [
+    "decode",
+    "core",
+    "state",
+    "stages",
+    "replay",
+    "raw_drain",
+    "end_to_end",
+    "latency",
+    "open_journeys",
+    "growth",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

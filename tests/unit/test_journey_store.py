@@ -222,3 +222,28 @@ def test_a_merged_anonymous_key_does_not_forward_what_it_applied_before_the_merg
     engine.observe("A0", 6_000)
     assert engine.drain_messages() == [KeyedEvent("C1", later)]
     assert engine.duplicates == 1
+
+
+def test_a_journey_record_carries_every_field_of_its_state() -> None:
+    # record() builds the JourneyRecord positionally: every field must land in its place
+    from dataclasses import fields
+
+    from journeystream.core.facts import JourneyRecord
+    from journeystream.core.state import JourneyState
+
+    values = iter(range(100, 200))
+    state = JourneyState(
+        *(f"v{next(values)}" for _ in range(4)),
+        *(next(values) for _ in range(2)),
+        "web",
+        "phone",
+        ["web", "phone"],
+        "closed",
+        *(next(values) for _ in range(13)),
+    )
+    record = state.record()
+    for spec in fields(JourneyRecord):
+        expected = getattr(state, spec.name)
+        assert getattr(record, spec.name) == (tuple(expected) if spec.name == "channels" else expected), (
+            spec.name
+        )

@@ -91,8 +91,9 @@ def effort_score(
     config: RulesConfig,
 ) -> int:
     weights = config.effort
+    extra_inbound = inbound_contacts - 1 if inbound_contacts > 1 else 0  # max(0, ...) without a call
     return (
-        weights.extra_inbound_contact * max(0, inbound_contacts - 1)
+        weights.extra_inbound_contact * extra_inbound
         + weights.channel_switch * channel_switches
         + weights.contact_abandoned * contacts_abandoned
         + weights.long_wait * long_waits

@@ -146,7 +146,7 @@ assert set(_IRRITANT_FIELDS.values()) <= set(COUNTER_FIELDS), "one KpiCounts fie
 # Counters of which every fact raises at least one: their sum grows with each fact counted
 # into a cell, so it versions the cell's cumulative row (a replayed prefix gives the same
 # version and the same counts).
-_FACT_FIELDS: Final = (
+FACT_FIELDS: Final = (
     "events",
     "journeys_started",
     *(f"journeys_{status}" for status in ("completed", "abandoned", "cancelled", "expired")),
@@ -157,7 +157,7 @@ _FACT_FIELDS: Final = (
 
 def cell_version(counts: KpiCounts) -> int:
     """How many facts were counted into a cell: the version of its cumulative row."""
-    return sum(int(getattr(counts, name)) for name in _FACT_FIELDS)
+    return sum(int(getattr(counts, name)) for name in FACT_FIELDS)
 
 
 def init() -> KpiCounts:
@@ -396,31 +396,52 @@ class KpiAccumulator:
         sums: dict[tuple[CellKey, str], list[float]] = {}
         customers: list[tuple[CellKey, str]] = []
         floor, kinds, marks = self.floor_ms, self.kinds, self._marks
+        dirty_marks, by_minute = self._dirty_marks, self._marks_by_minute
+        indexed: tuple[str, int] | None = None  # the last (key, minute) indexed
+        replayed = too_late = 0
         for fact, origin in pairs:
             if origin is not None:
+                # self._mark(key).seq = seq; self._index(key, minute_of(seq // 1000)), inlined
                 key, seq = origin
                 mark = marks.get(key)
-                if mark is not None and mark.seq is not None and seq <= mark.seq:
-                    self.replayed += 1
+                if mark is None:
+                    mark = marks[key] = CustomerMark()
+                elif mark.seq is not None and seq <= mark.seq:
+                    replayed += 1
                     continue
-                self._mark(key).seq = seq
-                self._index(key, minute_of(seq // 1000))
-            if type(fact) is JourneyRecord:
+                dirty_marks.add(key)
+                mark.seq = seq
+                at = seq // 1000
+                minute = at - at % MINUTE_MS
+                if indexed is None or indexed[1] != minute or indexed[0] != key:
+                    indexed = (key, minute)
+                    keys = by_minute.get(minute)
+                    if keys is None:
+                        by_minute[minute] = {key}
+                    else:
+                        keys.add(key)
+            if type(fact) is AppliedEvent:
+                event = fact.event
+                if event.type in _PLAIN_TYPES:
+                    # the commonest fact: one event in its cell (and a late one), nothing else
+                    at = event.occurred_at
+                    cell = (at - at % MINUTE_MS, event.channel, fact.journey, fact.segment)
+                    late = fact.late
+                    if floor is not None and cell[0] < floor:
+                        too_late += 2 if late else 1
+                        continue
+                    pair = (cell, "events")
+                    counts[pair] = counts.get(pair, 0) + 1
+                    if late:
+                        pair = (cell, "late_events")
+                        counts[pair] = counts.get(pair, 0) + 1
+                    customers.append((cell, fact.customer_key))
+                    continue
+            elif type(fact) is JourneyRecord:
                 continue  # state, not an occurrence: counts nothing
-            if type(fact) is AppliedEvent and fact.event.type in _PLAIN_TYPES:
-                # the commonest fact: one event in its cell (and a late one), nothing else
-                cell = cell_of(fact)
-                if floor is not None and cell[0] < floor:
-                    self.too_late += 2 if fact.late else 1
-                    continue
-                counts[(cell, "events")] = counts.get((cell, "events"), 0) + 1
-                if fact.late:
-                    counts[(cell, "late_events")] = counts.get((cell, "late_events"), 0) + 1
-                customers.append((cell, fact.customer_key))
-                continue
             for cell, name, amount in contributions(fact, kinds):
                 if floor is not None and cell[0] < floor:
-                    self.too_late += 1
+                    too_late += 1
                     continue
                 if name in _FLOAT_FIELDS:
                     sums.setdefault((cell, name), []).append(amount)
@@ -430,16 +451,39 @@ class KpiAccumulator:
                 cell = cell_of(fact)
                 if floor is None or cell[0] >= floor:
                     customers.append((cell, fact.customer_key))
+        self.replayed += replayed
+        self.too_late += too_late
+        cells, dirty = self._cells, self._dirty
         for (cell, name), count in counts.items():
-            apply(self._cell(cell), name, count)
+            counts_of = cells.get(cell)
+            if counts_of is None:
+                counts_of = cells[cell] = KpiCounts()
+            dirty.add(cell)
+            if name.startswith(WAIT_BUCKET_PREFIX):
+                counts_of.wait_buckets[int(name.removeprefix(WAIT_BUCKET_PREFIX))] += count
+            else:
+                setattr(counts_of, name, getattr(counts_of, name) + count)
         for (cell, name), amounts in sums.items():
             counts_of = self._cell(cell)
             total = getattr(counts_of, name)
             for amount in amounts:
                 total += amount
             setattr(counts_of, name, total)
+        last_key: str | None = None
+        mark = CustomerMark()
         for cell, customer_key in customers:
-            self._add_customer(cell, customer_key)
+            # self._add_customer(cell, customer_key), inlined
+            if customer_key != last_key:
+                last_key = customer_key
+                dirty_marks.add(customer_key)
+                found = marks.get(customer_key)
+                if found is None:
+                    found = marks[customer_key] = CustomerMark()
+                mark = found
+            if cell not in mark.cells:
+                mark.cells.add(cell)
+                self._index(customer_key, cell[0])
+                self._cell(cell).customers += 1
 
     def cells(self) -> list[tuple[CellKey, KpiCounts]]:
         """Copies of every cell, ordered by key."""
@@ -451,10 +495,24 @@ class KpiAccumulator:
         self._dirty.clear()
         return [(key, _copy(self._cells[key])) for key in dirty]
 
+    def pop_dirty_live(self) -> list[tuple[CellKey, KpiCounts]]:
+        """`pop_dirty` without the copies: the cells' own counts, to be read (a row, a stored
+        value) before anything is counted again, never kept or changed."""
+        dirty = sorted(self._dirty)
+        self._dirty.clear()
+        cells = self._cells
+        return [(key, cells[key]) for key in dirty]
+
     def pop_dirty_marks(self) -> dict[str, list[Any] | None]:
-        """The customer marks changed since the last call (None: forgotten), to persist."""
+        """The customer marks changed since the last call (None: forgotten), to persist.
+        Cells are tuples here (the same JSON as `mark_state`'s lists)."""
         dirty, self._dirty_marks = self._dirty_marks, set()
-        return {key: self.mark_state(key) for key in sorted(dirty)}
+        marks = self._marks
+        changed: dict[str, list[Any] | None] = {}
+        for key in sorted(dirty):
+            mark = marks.get(key)
+            changed[key] = None if mark is None else [mark.seq, sorted(mark.cells)]
+        return changed
 
     def evict(self, before_ms: int) -> int:
         """Forget cells whose minute starts before `before_ms` (bounded memory); returns how

@@ -9,6 +9,7 @@ changelog-backed table, so it must stay small: times are integer ms, histories a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -46,55 +47,32 @@ class JourneyState:
     effort_score: int = 0
 
     def to_list(self) -> list[Any]:
-        return [
-            self.journey_id,
-            self.journey,
-            self.customer_key,
-            self.segment,
-            self.started_at,
-            self.last_event_at,
-            self.first_channel,
-            self.last_channel,
-            self.channels,
-            self.status,
-            self.ended_at,
-            self.event_count,
-            self.channel_switches,
-            self.inbound_contacts,
-            self.contacts_abandoned,
-            self.long_waits,
-            self.repeat_contacts,
-            self.complaints,
-            self.irritant_count,
-            self.last_process_at,
-            self.touched,
-            self.version,
-            self.effort_score,
-        ]
+        return list(_journey_values(self))
 
     @classmethod
     def from_list(cls, data: list[Any]) -> JourneyState:
         return cls(*data)
 
     def record(self) -> JourneyRecord:
+        # positional, in JourneyRecord's field order (keywords make it ~2x slower to build)
         return JourneyRecord(
-            journey_id=self.journey_id,
-            customer_key=self.customer_key,
-            journey=self.journey,
-            segment=self.segment,
-            status=self.status,
-            started_at=self.started_at,
-            last_event_at=self.last_event_at,
-            ended_at=self.ended_at,
-            event_count=self.event_count,
-            channels=tuple(self.channels),
-            channel_switches=self.channel_switches,
-            inbound_contacts=self.inbound_contacts,
-            irritant_count=self.irritant_count,
-            effort_score=self.effort_score,
-            version=self.version,
-            first_channel=self.first_channel,
-            last_channel=self.last_channel,
+            self.journey_id,
+            self.customer_key,
+            self.journey,
+            self.segment,
+            self.status,
+            self.started_at,
+            self.last_event_at,
+            self.ended_at,
+            self.event_count,
+            tuple(self.channels),
+            self.channel_switches,
+            self.inbound_contacts,
+            self.irritant_count,
+            self.effort_score,
+            self.version,
+            self.first_channel,
+            self.last_channel,
         )
 
 
@@ -109,15 +87,44 @@ class Session:
     event_count: int
 
     def to_list(self) -> list[Any]:
-        return [
-            self.session_id,
-            self.channel,
-            self.journey,
-            self.segment,
-            self.first_at,
-            self.last_at,
-            self.event_count,
-        ]
+        return list(_session_values(self))
+
+
+# The serialized order of their fields (a tuple is written as the same JSON array).
+_journey_values = attrgetter(
+    "journey_id",
+    "journey",
+    "customer_key",
+    "segment",
+    "started_at",
+    "last_event_at",
+    "first_channel",
+    "last_channel",
+    "channels",
+    "status",
+    "ended_at",
+    "event_count",
+    "channel_switches",
+    "inbound_contacts",
+    "contacts_abandoned",
+    "long_waits",
+    "repeat_contacts",
+    "complaints",
+    "irritant_count",
+    "last_process_at",
+    "touched",
+    "version",
+    "effort_score",
+)
+_session_values = attrgetter(
+    "session_id",
+    "channel",
+    "journey",
+    "segment",
+    "first_at",
+    "last_at",
+    "event_count",
+)
 
 
 @dataclass(slots=True)
@@ -168,11 +175,11 @@ class CustomerState:
                     FORMAT_VERSION,
                     self.key,
                     self.segment,
-                    [j.to_list() for j in self.journeys.values()],
+                    [_journey_values(j) for j in self.journeys.values()],
                     self.digital,
                     self.contacts,
                     self.seen,
-                    [s.to_list() for s in self.sessions.values()],
+                    [_session_values(s) for s in self.sessions.values()],
                     self.touch,
                     self.latest,
                     self.merged_from,
@@ -236,16 +243,7 @@ def event_to_list(event: Event) -> list[Any]:
 
 
 def event_from_list(data: list[Any]) -> Event:
+    # positional, in the order of event_to_list (Event's field order): no keyword dict
     return Event(
-        event_id=data[0],
-        occurred_at=data[1],
-        channel=data[2],
-        type=data[3],
-        customer_id=data[4],
-        anonymous_id=data[5],
-        journey=data[6],
-        segment=data[7],
-        session_id=data[8],
-        agent_id=data[9],
-        attributes=data[10],
+        data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7], data[8], data[9], data[10]
     )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
 import orjson
 
 from journeystream.core.alerts import AlertState, Notification, Rule, alert_id
 from journeystream.core.events import Event
-from journeystream.core.facts import Fact, Irritant, JourneyRecord
-from journeystream.core.kpis import COUNTER_FIELDS, CellKey, KpiCounts, cell_version
+from journeystream.core.facts import Irritant, JourneyRecord
+from journeystream.core.kpis import COUNTER_FIELDS, FACT_FIELDS, CellKey, KpiCounts
 from journeystream.sinks.sink import TableSpec, Ttl
 
 EXCERPT_BYTES: Final = 2048
@@ -157,6 +158,11 @@ class Coordinates:
 
 
 def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any, ...]:
+    return interaction_values(event, where.partition, where.offset, now_ms)
+
+
+def interaction_values(event: Event, partition: int, offset: int, now_ms: int) -> tuple[Any, ...]:
+    """`interaction_row` without a Coordinates object (stage A's loop)."""
     return (
         event.event_id,
         event.occurred_at,
@@ -169,8 +175,8 @@ def interaction_row(event: Event, where: Coordinates, now_ms: int) -> tuple[Any,
         event.session_id,
         event.agent_id,
         orjson.dumps(event.attributes).decode(),
-        where.partition,
-        where.offset,
+        partition,
+        offset,
         now_ms,
     )
 
@@ -201,15 +207,6 @@ def retention_days(events_ttl_days: int, facts_ttl_days: int) -> dict[str, int]:
 def now_ms() -> int:
     """Wall-clock stamp for ingested_at / updated_at columns (never used for decisions)."""
     return time.time_ns() // 1_000_000
-
-
-def fact_row(fact: Fact, stamp: int) -> tuple[str, tuple[Any, ...]] | None:
-    """The (table, row) a fact of the journey engine is stored as, if it is stored."""
-    if isinstance(fact, JourneyRecord):
-        return JOURNEYS.name, journey_row(fact, stamp)
-    if isinstance(fact, Irritant):
-        return IRRITANTS.name, irritant_row(fact, stamp)
-    return None
 
 
 def journey_row(record: JourneyRecord, now_ms: int) -> tuple[Any, ...]:
@@ -251,8 +248,13 @@ def irritant_row(irritant: Irritant, now_ms: int) -> tuple[Any, ...]:
     )
 
 
+_COUNTERS = attrgetter(*COUNTER_FIELDS)
+_FACT_COUNTERS = attrgetter(*FACT_FIELDS)
+
+
 def kpi_row(key: CellKey, counts: KpiCounts, shard: int, now_ms: int) -> tuple[Any, ...]:
-    """The cumulative row of one KPI cell of one shard, versioned by the facts counted."""
+    """The cumulative row of one KPI cell of one shard, versioned by the facts counted
+    (`cell_version`: the fact counters are integers, so their plain sum)."""
     minute, channel, journey, segment = key
     return (
         minute // 1000,  # DateTime: epoch seconds
@@ -260,9 +262,9 @@ def kpi_row(key: CellKey, counts: KpiCounts, shard: int, now_ms: int) -> tuple[A
         journey,
         segment,
         shard,
-        *(getattr(counts, name) for name in COUNTER_FIELDS),
+        *_COUNTERS(counts),
         list(counts.wait_buckets),
-        cell_version(counts),
+        sum(_FACT_COUNTERS(counts)),
         now_ms,
     )
 

@@ -25,7 +25,7 @@ from journeystream.sinks.rows import (
     INTERACTION_EVENTS,
     REJECTED_EVENTS,
     Coordinates,
-    interaction_row,
+    interaction_values,
     rejected_row,
 )
 from journeystream.stages.effects import NO_OBSERVER, Effects, OutputRecord, Record, StageObserver
@@ -57,21 +57,23 @@ class IngestProcessor:
         watermark = self.watermark(partition)
         advanced = False
         valid = late = 0
-        topic = self.topology.interactions
+        topic, pseudonyms = self.topology.interactions, self.pseudonyms
+        rows, table = effects.rows, INTERACTION_EVENTS.name
         for record in records:
             raw = record.value if record.value is not None else b""
             result = decode(raw)
-            where = Coordinates(topic, partition, record.offset, record.timestamp, record.key)
             if isinstance(result, Rejection):
+                where = Coordinates(topic, partition, record.offset, record.timestamp, record.key)
                 self._reject(record.key, raw, result, where, stamp_ms, effects)
                 continue
-            if self.pseudonyms is not None:
-                result = self.pseudonyms.event(result)
+            if pseudonyms is not None:
+                result = pseudonyms.event(result)
             valid += 1
-            effects.row(INTERACTION_EVENTS.name, interaction_row(result, where, stamp_ms))
-            if watermark.is_late(result.occurred_at):
+            rows.append((table, interaction_values(result, partition, record.offset, stamp_ms)))
+            occurred_at = result.occurred_at
+            if occurred_at < watermark.watermark:  # watermark.is_late
                 late += 1
-            if watermark.see(result.occurred_at):
+            if occurred_at > watermark.max_seen and watermark.see(occurred_at):
                 advanced = True
             self._route(result, outbox)
         self.observer.on_consumed(len(records))

@@ -11,7 +11,14 @@ from journeystream.core.facts import AppliedEvent, Irritant, JourneyClosed, Jour
 from journeystream.core.identity import ANONYMOUS_PREFIX
 from journeystream.core.journeys import JourneyEngine, KeyedEvent, MergePayload, MergeRequest
 from journeystream.core.journeys import Message as EngineMessage
-from journeystream.sinks.rows import fact_row, irritant_json, journey_json
+from journeystream.sinks.rows import (
+    IRRITANTS,
+    JOURNEYS,
+    irritant_json,
+    irritant_row,
+    journey_json,
+    journey_row,
+)
 from journeystream.stages.control import cascade
 from journeystream.stages.effects import (
     NO_OBSERVER,
@@ -68,17 +75,18 @@ class JourneyProcessor:
 
     def process_messages(self, batch: Sequence[tuple[int, Sequence[Message]]], effects: Effects) -> None:
         """A batch of (offset, messages of the record at that offset)."""
-        engine = self.engine
+        engine, hold = self.engine, self.pending.hold
         for offset, messages in batch:
             for message in messages:
-                if isinstance(message, Watermark):
-                    engine.observe(message.source, message.watermark)
-                elif isinstance(message, MergePayload):
-                    engine.receive_payload(message)
-                elif isinstance(message, KeyedEvent | MergeRequest):
+                # the message classes are final: the exact type, commonest first
+                if type(message) is KeyedEvent or type(message) is MergeRequest:
                     engine.push(message)
-                    self.pending.hold(message, offset)
-                elif isinstance(message, Erase):
+                    hold(message, offset)
+                elif type(message) is Watermark:
+                    engine.observe(message.source, message.watermark)
+                elif type(message) is MergePayload:
+                    engine.receive_payload(message)
+                elif type(message) is Erase:
                     self._erase(message, effects)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
@@ -130,21 +138,22 @@ class JourneyProcessor:
         output = self.engine.drain()
         self._send(output.messages, effects)
         topology, observer = self.topology, self.observer
+        rows, records = effects.rows, effects.records
         applied = 0
         for fact in output.facts:
-            row = fact_row(fact, stamp_ms)
-            if row is not None:
-                effects.row(*row)
-            if isinstance(fact, JourneyRecord):
+            # the fact classes are final: dispatch on the exact type, commonest first
+            if type(fact) is AppliedEvent:
+                applied += 1
+            elif type(fact) is JourneyRecord:
+                rows.append((JOURNEYS.name, journey_row(fact, stamp_ms)))
                 value = journey_json(fact)
-                effects.record(OutputRecord(topology.journeys, fact.journey_id.encode(), value))
-            elif isinstance(fact, Irritant):
+                records.append(OutputRecord(topology.journeys, fact.journey_id.encode(), value))
+            elif type(fact) is Irritant:
+                rows.append((IRRITANTS.name, irritant_row(fact, stamp_ms)))
                 observer.on_irritant(fact.kind)
                 value = irritant_json(fact)
-                effects.record(OutputRecord(topology.irritants, fact.irritant_id.encode(), value))
-            elif isinstance(fact, AppliedEvent):
-                applied += 1
-            elif isinstance(fact, JourneyClosed):
+                records.append(OutputRecord(topology.irritants, fact.irritant_id.encode(), value))
+            elif type(fact) is JourneyClosed:
                 observer.on_journey_closed(fact.status)
         if applied:
             observer.on_applied(applied)

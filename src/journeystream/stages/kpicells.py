@@ -76,8 +76,9 @@ class PartitionKpis:
         which never evicts) times the grace before cells are forgotten."""
         accumulator, partition = self.accumulator, self.partition
         changes: StateChanges = {}
-        for key, counts in accumulator.pop_dirty():
-            effects.row(KPI_MINUTE.name, kpi_row(key, counts, partition, stamp_ms))
+        rows, table = effects.rows, KPI_MINUTE.name
+        for key, counts in accumulator.pop_dirty_live():
+            rows.append((table, kpi_row(key, counts, partition, stamp_ms)))
             # orjson writes the dataclass itself: the same object as cell_state(), in C
             changes[cell_store_key(partition, key)] = compact(orjson.dumps(counts))
         if watermark > self.progress:

@@ -8,12 +8,25 @@ the by-customer topic and of its changelogs, whichever producer wrote the input.
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
+from collections.abc import Callable
 
 from journeystream.stages.effects import Effects, Envelope, OutputRecord
-from journeystream.stages.envelope import Message, Watermark, encode_message, pack
+from journeystream.stages.envelope import Message, Watermark, encode_envelopes
 
 _CACHE_LIMIT = 1_000_000
+
+
+class _Words(dict[int, Callable[[bytes], tuple[int, ...]]]):
+    """Number of whole words -> a reader of that many little-endian 32-bit words."""
+
+    def __missing__(self, count: int) -> Callable[[bytes], tuple[int, ...]]:
+        reader = self[count] = struct.Struct(f"<{count}I").unpack_from
+        return reader
+
+
+_WORDS = _Words()
 
 
 def murmur2(data: bytes) -> int:
@@ -22,8 +35,7 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = (0x9747B28C ^ length) & mask
     whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
+    for k in _WORDS[length >> 2](data) if length >= 4 else ():
         k = (k * m) & mask
         k ^= k >> 24
         k = (k * m) & mask
@@ -80,5 +92,5 @@ class Outbox:
 
 def envelope_records(envelope: Envelope) -> list[OutputRecord]:
     """The records an envelope travels in (cut at the size limit)."""
-    encoded = [encode_message(message) for message in envelope.messages]
-    return [OutputRecord(envelope.topic, None, value, envelope.partition) for value in pack(encoded)]
+    topic, partition = envelope.topic, envelope.partition
+    return [OutputRecord(topic, None, value, partition) for value in encode_envelopes(envelope.messages)]

@@ -7,7 +7,7 @@ import orjson
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
-from journeystream.stages.envelope import Watermark, encode_message, pack, unpack
+from journeystream.stages.envelope import Watermark, encode_envelopes, encode_message, pack, unpack
 
 
 def _event(n: int) -> Event:
@@ -53,6 +53,17 @@ def test_records_are_cut_at_the_limit_and_keep_the_order() -> None:
 
 def test_nothing_to_pack_gives_no_record() -> None:
     assert list(pack([])) == []
+    assert encode_envelopes([]) == []
+
+
+def test_envelopes_encoded_at_once_are_the_bytes_pack_makes() -> None:
+    messages = [*MESSAGES, *(_event(n) for n in range(60)), *MESSAGES]
+    encoded = [encode_message(message) for message in messages]
+    body = len(b",".join(encoded))
+    # around the limit where pack starts to cut: one envelope up to it, several beyond
+    for limit in (body + 100, body, body - 1, body - 300, 2_000, 100, 1):
+        assert encode_envelopes(messages, limit) == list(pack(encoded, limit))
+    assert encode_envelopes(MESSAGES[:1], 1) == list(pack(encoded[:1], 1))
 
 
 def test_records_of_the_faust_runtime_are_still_read() -> None:
@@ -70,3 +81,23 @@ def test_records_of_the_faust_runtime_are_still_read() -> None:
     }
     for raw, message in legacy.items():
         assert unpack(raw) == [message]
+
+
+def test_an_event_with_every_field_set_round_trips() -> None:
+    # event_from_list builds the Event positionally: the list order must be the field order
+    event = Event(
+        event_id="e1",
+        occurred_at=1_700_000_000_000,
+        channel="phone",
+        type="contact_start",
+        customer_id="c1",
+        anonymous_id="a1",
+        journey="claim",
+        segment="gold",
+        session_id="s1",
+        agent_id="g1",
+        attributes={"direction": "inbound"},
+    )
+    assert unpack(next(pack([encode_message(KeyedEvent("c1", event, "anon:a1"))]))) == [
+        KeyedEvent("c1", event, "anon:a1")
+    ]
