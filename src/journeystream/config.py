@@ -224,7 +224,11 @@ _SETTINGS: dict[str, _Setting] = {
         "SINK_BATCH_ROWS", "20000", _positive_int, "A sink flushes once it holds this many rows"
     ),
     "sink_flush_ms": _Setting(
-        "SINK_FLUSH_MS", "1000", _positive_int, "... or once its oldest row is this old"
+        "SINK_FLUSH_MS",
+        "250",
+        _positive_int,
+        "... or once its oldest row is this old: the checkpoint interval of a caught-up worker, most of "
+        "the delay from an event to its row (p99 under 2 s at 5 000 events/s with 250)",
     ),
     "checkpoint_backlog_ms": _Setting(
         "CHECKPOINT_BACKLOG_MS",

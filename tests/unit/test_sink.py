@@ -105,6 +105,24 @@ async def test_callbacks_run_only_after_the_rows_before_them_are_written() -> No
     assert order == ["ack after 1 writes"]
 
 
+async def test_each_table_is_reported_once_its_rows_are_written_in_order() -> None:
+    """What depends on one table (an event's raw row being queryable) is told before the
+    later tables are written; a table without rows is reported too, in its place."""
+    tables = [TableSpec(name, ("id", "value"), key_columns=("id",)) for name in ("a", "b", "c")]
+    log: list[str] = []
+
+    class LoggingWriter(ScriptedWriter):
+        async def write(self, batch: Batch) -> None:
+            await super().write(batch)
+            log.append(f"write:{batch.table}")
+
+    sink = BatchingSink(LoggingWriter(), tables, max_rows=10, max_age_s=1.0, clock=FakeClock())
+    sink.add("c", (1, "v"))
+    sink.add("a", (2, "v"))
+    await sink.flush(lambda table: log.append(f"written:{table}"))
+    assert log == ["write:a", "written:a", "written:b", "write:c", "written:c"]
+
+
 async def test_backpressure_while_the_store_is_down() -> None:
     """While a flush is failing, the next maybe_flush waits instead of letting rows pile up."""
     writer = ScriptedWriter(failures=10_000)

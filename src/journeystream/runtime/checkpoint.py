@@ -31,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from journeystream.runtime.assignment import STORE_WRITE_ORDER, Assignment
 from journeystream.runtime.producer import Producer
 from journeystream.runtime.store import PartitionStore, StateChanges
-from journeystream.sinks.rows import now_ms
+from journeystream.sinks.rows import RAW_TABLES, now_ms
 from journeystream.sinks.sink import BatchingSink
 from journeystream.stages.effects import Effects, ErasurePart, OutputRecord
 from journeystream.stages.routing import envelope_records
@@ -120,8 +120,15 @@ class Checkpoint:
         produced_at: list[int],
         started: float,
     ) -> None:
-        await self.sink.flush()
-        assignment.rows_durable(produced_at, time.time())
+        last_raw_table = RAW_TABLES[-1].name
+
+        def raw_rows_written(table: str) -> None:
+            # the end-to-end delay a supervisor sees: the event's row is queryable now,
+            # whatever the facts' tables written after it still take
+            if table == last_raw_table:
+                assignment.rows_durable(produced_at, time.time())
+
+        await self.sink.flush(raw_rows_written)
         await self.producer.drain()
         for group in writes:
             await self._write_states(group)

@@ -144,6 +144,10 @@ ALL_TABLES: Final = (
     ALERTS,
     ALERT_STATE,
 )
+# The tables an input record's own row goes to (valid or rejected): first in ALL_TABLES, so
+# a record's raw row is queryable once these are written, before the facts' tables.
+RAW_TABLES: Final = (INTERACTION_EVENTS, REJECTED_EVENTS)
+assert ALL_TABLES[: len(RAW_TABLES)] == RAW_TABLES
 
 
 @dataclass(frozen=True, slots=True)

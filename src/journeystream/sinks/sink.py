@@ -195,8 +195,10 @@ class BatchingSink:
         if self.due():
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write everything buffered so far, retrying until it is durable, then run callbacks."""
+    async def flush(self, on_table_written: Callable[[str], None] | None = None) -> None:
+        """Write everything buffered so far, retrying until it is durable, then run callbacks.
+        `on_table_written(name)` is called for every table, in order, once its rows (if any)
+        are durable: what depends on one table only need not wait for the others."""
         async with self._flush_lock:
             generation, self._current = self._current, _Generation()
             self._observer.on_pending(0)
@@ -207,6 +209,8 @@ class BatchingSink:
                 batch = generation.batches.get(table)
                 if batch is not None and len(batch):
                     await self._write_until_done(batch)
+                if on_table_written is not None:
+                    on_table_written(table)
             for callback in generation.callbacks:
                 await callback()
 

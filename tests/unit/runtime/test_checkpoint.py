@@ -5,7 +5,7 @@ next), then offsets; and no offset past a record whose item still waits in a buf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from journeystream.core.state import event_from_list
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
 from journeystream.runtime.checkpoint import Checkpoint
+from journeystream.sinks.rows import ALL_TABLES
 from journeystream.stages.effects import Effects, InputRecord, OutputRecord
 from journeystream.stages.envelope import Watermark, encode_message, pack
 
@@ -39,9 +40,12 @@ class RecordingSink:
     def add_many(self, rows: list[tuple[str, Any]]) -> None:
         self.rows.extend(table for table, _ in rows)
 
-    async def flush(self) -> None:
+    async def flush(self, on_table_written: Callable[[str], None] | None = None) -> None:
         self.log.append(f"rows:{','.join(sorted(set(self.rows)))}")
         self.rows.clear()
+        for spec in ALL_TABLES:
+            if on_table_written is not None:
+                on_table_written(spec.name)
 
 
 class RecordingProducer:
@@ -172,3 +176,46 @@ async def test_an_erasure_is_carried_out_after_its_rows_and_tombstones_and_befor
     print(log)
     assert [(p.request, p.key, p.primary, p.existed) for p in carried] == [("req-1", "c1", True, True)]
     assert dict(assignment.stores[("customers", 0)].items()) == {}  # the state's deletion is durable
+
+
+async def test_the_store_delay_is_observed_once_the_raw_rows_are_written() -> None:
+    """journeystream_store_delay_seconds times an event to its raw row: observed when
+    interaction_events and rejected_events are written, not after the facts' tables."""
+    settings = Settings.from_env({"JOURNEYSTREAM_PARTITIONS": "1", "JOURNEYSTREAM_APP_ID": "app"})
+    assignment = Assignment.empty(settings, Metrics(CollectorRegistry()))
+    assignment.produced_at = [T0, T0 + 1]
+    histogram = assignment.metrics.store_delay_seconds
+    observed: dict[str, float] = {}
+
+    class SinkNotingTheDelays(RecordingSink):
+        async def flush(self, on_table_written: Callable[[str], None] | None = None) -> None:
+            def noted(table: str) -> None:
+                assert on_table_written is not None
+                on_table_written(table)
+                observed[table] = _histogram_count(histogram)
+
+            await super().flush(noted)
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        pass
+
+    log: list[str] = []
+    checkpoint = Checkpoint(
+        SinkNotingTheDelays(log),  # type: ignore[arg-type]
+        RecordingProducer(log),  # type: ignore[arg-type]
+        lambda name: f"app-{name}-changelog",
+        commit,
+    )
+    await checkpoint.run(assignment, Effects())
+    assert observed["interaction_events"] == 0
+    assert observed["rejected_events"] == 2
+    assert observed["journeys"] == observed["alert_state"] == 2
+
+
+def _histogram_count(histogram: Any) -> float:
+    return next(
+        sample.value
+        for metric in histogram.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count")
+    )
