@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journeystream.core import irritants as rules
+from journeystream.core import state as stored
 from journeystream.core.config import RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import (
@@ -188,21 +189,39 @@ class JourneyEngine:
 
     def restore(self, key: str, raw: bytes) -> None:
         """Index a stored customer (after a restart) so its deadlines fire."""
-        state = CustomerState.from_bytes(raw)
+        data = stored.stored_fields(raw)
+        if self._evicts and data[stored.FIELD_AWAITING] is None and not data[stored.FIELD_HELD]:
+            self._index_stored(key, data)
+            return
+        state = CustomerState.from_fields(data)
         for entry in state.seen.values():
             entry[1] = self._applied  # applied before this start: retained as if just applied
         state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
         self._open_journeys += len(state.journeys)
         self._schedule(state)
-        if self._evicts and state.awaiting is None and not state.held:
-            # index its deadline only; loaded back (and its ids renumbered so) when needed
-            self._restored_at[key] = self._applied
-            self._note_dropped(state)
-            return
         self._customers[key] = state
         if state.awaiting is not None:
             self._awaiting.add(key)
+
+    def _index_stored(self, key: str, data: list[Any]) -> None:
+        """What `restore` keeps of a customer that stays in the store, read from its stored
+        fields without building its objects (a million of them at start): its deadline, its
+        open journeys, its oldest id. Loaded back (its ids renumbered so) when needed."""
+        applied = self._applied
+        self._revisits.append((applied + self.config.dedup_min_items, key))
+        self._restored_at[key] = applied
+        journeys = len(data[stored.FIELD_JOURNEYS])
+        if journeys:
+            self._open_journeys += journeys
+            self._dropped_journeys[key] = journeys
+        seen = data[stored.FIELD_SEEN]
+        if seen:
+            self._dropped_seen[key] = min(seen.values())[0]
+        due = self._stored_wakeup(data)
+        if due != FAR_FUTURE:
+            self._wake_at[key] = due
+            heapq.heappush(self._wakeups, (due, key))
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -771,6 +790,46 @@ class JourneyEngine:
                     due = min(due, min(pending))
         if state.merged_into is not None and state.latest + config.idle_timeout_ms >= watermark:
             due = min(due, state.latest + config.idle_timeout_ms)  # forget the tombstone a day later
+        return due
+
+    def _stored_wakeup(self, data: list[Any]) -> int:
+        """`_next_wakeup` of a stored state's fields (`stored.stored_fields`), the same rules
+        read from the lists (a test holds the two in agreement)."""
+        config = self.config
+        due = FAR_FUTURE
+        for journey in data[stored.FIELD_JOURNEYS]:
+            process_at = journey[stored.JOURNEY_LAST_PROCESS_AT]
+            at = (
+                process_at + config.abandon_after_ms
+                if process_at is not None
+                else journey[stored.JOURNEY_LAST_EVENT_AT] + config.idle_timeout_ms
+            )
+            if at < due:
+                due = at
+        for session in data[stored.FIELD_SESSIONS]:
+            at = session[stored.SESSION_LAST_AT] + config.session_timeout_ms
+            if at < due:
+                due = at
+        digital = data[stored.FIELD_DIGITAL]
+        if digital:
+            due = min(due, min(digital)[0] + config.web_to_contact_window_ms)
+        contacts = data[stored.FIELD_CONTACTS]
+        if contacts:
+            due = min(due, min(contacts)[0] + config.repeat_contact_window_ms)
+        watermark = self.timeline.watermark
+        seen = data[stored.FIELD_SEEN]
+        if seen:
+            window = config.dedup_window_ms
+            oldest: int = min(seen.values())[0]
+            if oldest + window >= watermark:
+                due = min(due, oldest + window)
+            else:
+                pending = [t + window for t, _ in seen.values() if t + window >= watermark]
+                if pending:
+                    due = min(due, min(pending))
+        latest: int = data[stored.FIELD_LATEST]
+        if data[stored.FIELD_MERGED_INTO] is not None and latest + config.idle_timeout_ms >= watermark:
+            due = min(due, latest + config.idle_timeout_ms)
         return due
 
     def _schedule(self, state: CustomerState) -> None:
