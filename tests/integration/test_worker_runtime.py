@@ -1,34 +1,47 @@
-"""The worker's runtime, as a process on the real broker: the allowed lateness it is given
-is the one it applies; its data dir is created; a broker that never answers ends start-up
-with one line and a non-zero exit."""
+"""The worker's runtime on the real broker: the allowed lateness it is given is the one it
+applies; its data dir is created; a broker that never answers ends start-up with one line
+and a non-zero exit; building the processors of a large state does not cost the worker its
+place in the group."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from journeystream.config import Settings
+from journeystream.core import journeys as journeys_module
+from journeystream.core.journeys import JourneyEngine
+from journeystream.core.state import CustomerState
+from journeystream.metrics import Metrics
+from journeystream.runtime.assignment import Assignment
+from journeystream.runtime.driver import StreamDriver
 from journeystream.runtime.topics import ensure_topics
+from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.store import StoreTarget, migrate
 from journeystream.supervise import WorkerProcess, free_port_pair, metric_sum
 from tests.integration.helpers import produce, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
 
-def _event(n: int, at_ms: int) -> bytes:
+def _event(n: int, at_ms: int, customer: str = "C-late") -> bytes:
     seconds, millis = divmod(at_ms, 1000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
     return orjson.dumps(
         {
-            "event_id": f"late-{n}",
+            "event_id": f"{customer}-{n}",
             "occurred_at": stamp,
-            "customer_id": "C-late",
+            "customer_id": customer,
             "channel": "web",
             "type": "page_view",
             "journey": "claim",
@@ -86,3 +99,121 @@ def test_an_unreachable_broker_ends_start_up_with_one_line(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"journeystream: Kafka broker unreachable at 127.0.0.1:{port} after ")
+
+
+SESSION_TIMEOUT_MS = 6_000  # the broker's group.min.session.timeout.ms
+SLOW_BUILD_S = 9.0  # longer than the session: what 1 000 000 stored customers take
+
+
+async def _drive(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, done: Callable[[Metrics], bool]
+) -> tuple[list[TopicPartition], StreamDriver]:
+    """Run a stream driver in this process until `done`, then a session timeout more (a
+    lost membership shows by then); the partitions it built, in order."""
+    builds: list[TopicPartition] = []
+    build = Assignment.build
+
+    def counted_build(assignment: Assignment, tp: TopicPartition) -> None:
+        builds.append(tp)
+        build(assignment, tp)
+
+    monkeypatch.setattr(Assignment, "build", counted_build)
+    writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+    writer.call(lambda client: migrate(client, settings, writer.database))
+    metrics = Metrics(CollectorRegistry())
+    driver = StreamDriver(settings, writer, metrics)
+    await driver.start()
+    running = asyncio.create_task(driver.run())
+    try:
+        deadline = time.monotonic() + 120
+        while not done(metrics):
+            assert time.monotonic() < deadline, "not done within 120 s"
+            assert not running.done(), "the driver stopped"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(SESSION_TIMEOUT_MS / 1000)
+    finally:
+        await driver.stop()
+        await running
+        writer.close()
+    return builds, driver
+
+
+def _built_once(builds: list[TopicPartition], driver: StreamDriver) -> None:
+    assert len(builds) == len(set(builds)), f"partitions built more than once: {sorted(builds)}"
+    topology = driver.topology
+    topics = {topology.interactions, topology.control, topology.by_device, topology.by_customer}
+    assert {tp.topic for tp in builds} == topics
+
+
+async def test_a_build_longer_than_the_session_timeout_happens_once_and_the_worker_goes_on(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a journey partition's processors from a large store blocks whatever thread
+    does it for seconds. Done in the rebalance listener (no heartbeats are sent there), it
+    cost the worker its membership, and the rejoin built everything again, in a loop."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, kafka_session_timeout_ms=str(SESSION_TIMEOUT_MS))
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    base = int(time.time() * 1000) - 3_600_000
+    customers = [f"C-{n}" for n in range(40)]
+    events = [(c.encode(), _event(n, base + n * 1_000, c)) for c in customers for n in range(3)]
+    await produce(kafka_bootstrap, settings.topic_interactions, events)
+
+    slowed: list[TopicPartition] = []
+    build = Assignment.build
+
+    def slow_build(assignment: Assignment, tp: TopicPartition) -> None:
+        if tp.topic == assignment.topology.by_customer and not slowed:
+            slowed.append(tp)
+            time.sleep(SLOW_BUILD_S)  # holds its thread, as indexing a large store does
+        build(assignment, tp)
+
+    monkeypatch.setattr(Assignment, "build", slow_build)
+
+    def applied_all(metrics: Metrics) -> bool:
+        return metrics.registry.get_sample_value("journeystream_events_applied_total") == len(events)
+
+    builds, driver = await _drive(settings, monkeypatch, applied_all)
+    _built_once(builds, driver)
+
+
+FIRE_S = 0.03  # per customer whose deadline fires (a real one: ~30 microseconds)
+STARTS = 300  # 9 s of firing at once: longer than the session
+
+
+async def test_deadlines_longer_than_the_session_timeout_fire_in_steps_and_the_worker_goes_on(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watermark that jumps (here the quiet partitions' clock, an hour on) makes every
+    stored customer's deadline due at once; fired in one call, a million of them held the
+    loop past the session timeout. The engine fires them in steps the loop turns between."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, kafka_session_timeout_ms=str(SESSION_TIMEOUT_MS))
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    base = int(time.time() * 1000) - 3_600_000
+    starts = []
+    for n in range(STARTS):
+        event = orjson.loads(_event(0, base + n, f"S-{n}"))
+        starts.append((f"S-{n}".encode(), orjson.dumps({**event, "type": "journey_start"})))
+    await produce(kafka_bootstrap, settings.topic_interactions, starts)
+
+    fire_due = JourneyEngine._fire_due
+
+    def slow_fire_due(engine: JourneyEngine, state: CustomerState, before: int) -> None:
+        if state.journeys and before - state.latest > 600_000:  # the jump's, not an event's own
+            time.sleep(FIRE_S)
+        fire_due(engine, state, before)
+
+    monkeypatch.setattr(JourneyEngine, "_fire_due", slow_fire_due)
+    monkeypatch.setattr(journeys_module, "CHECK_EVERY", 4)  # deadlines this slow: asked more often
+
+    def all_closed(metrics: Metrics) -> bool:
+        value = metrics.registry.get_sample_value
+        closed = sum(
+            value("journeystream_journeys_closed_total", {"status": s}) or 0.0
+            for s in ("abandoned", "expired")
+        )
+        return closed == STARTS
+
+    builds, driver = await _drive(settings, monkeypatch, all_closed)
+    _built_once(builds, driver)

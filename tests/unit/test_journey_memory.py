@@ -9,16 +9,19 @@ same facts, run twice or across a restart from serialized state.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from journeystream.core import journeys as journeys_module
 from journeystream.core import state as stored
 from journeystream.core.config import RulesConfig
 from journeystream.core.events import Event
 from journeystream.core.facts import AppliedEvent, Fact
 from journeystream.core.identity import IdentityStage, encode_links
-from journeystream.core.journeys import JourneyEngine
+from journeystream.core.journeys import JourneyEngine, MergePayload, Message
 from journeystream.core.pipeline import SOURCE_A, SOURCE_B, LocalPipeline
 from journeystream.core.state import CustomerState, JourneyState, Session
 from tests.unit.test_journey_properties import (
@@ -263,3 +266,77 @@ def test_the_late_delivery_above_makes_many_events_late() -> None:
     stream = simulated(5, 160, 0.3)
     facts = run_with_cut(late_delivery(stream, 1), 80, restart=True, live=0)
     assert len(late_facts(facts)) > 20
+
+
+class SteppedPipeline(StoredPipeline):
+    """A store behind the engine, whose `keep_going` says no every other time it is asked
+    (one question per deadline): each `observe` stops again and again, and between the
+    stops the pipeline does what a live worker's checkpoint does (facts drained, dirty
+    states stored, so customers are dropped) before it resumes."""
+
+    def __init__(self, live: int, every: int) -> None:
+        super().__init__(live, every)
+        self.asked = self.stops = 0
+        self.between: list[Fact] = []
+        self.messages: list[Message] = []  # drained between the stops, delivered as usual
+        engine = self.engine
+        engine.keep_going = self._keep_going
+        observe = engine.observe
+
+        def stepped(source: str, watermark: int) -> None:
+            observe(source, watermark)
+            while engine.behind:
+                self.stops += 1
+                output = engine.drain()
+                self.between += output.facts
+                self.messages += output.messages
+                self.flush()
+                engine.resume()
+
+        engine.observe = stepped  # type: ignore[method-assign]
+
+    def _keep_going(self) -> bool:
+        self.asked += 1
+        return self.asked % 2 == 0
+
+    def drain(self) -> list[Fact]:
+        facts, self.between = self.between + super().drain(), []
+        return facts
+
+    def _deliver_messages(self) -> None:
+        messages, self.messages = self.messages, []
+        for message in messages:
+            if isinstance(message, MergePayload):
+                self.engine.receive_payload(message)
+            else:
+                self.engine.push(message)
+        super()._deliver_messages()
+
+
+@contextmanager
+def a_question_per_deadline() -> Iterator[None]:
+    """The engine asks `keep_going` after every deadline (not every 256)."""
+    every, journeys_module.CHECK_EVERY = journeys_module.CHECK_EVERY, 1
+    try:
+        yield
+    finally:
+        journeys_module.CHECK_EVERY = every
+
+
+@SOME
+@given(streams | hand_built(), st.sampled_from([0, 3]), st.integers(1, 12))
+def test_deadlines_fired_in_steps_give_the_facts_of_one_call(
+    stream: tuple[Event, ...], live: int, every: int
+) -> None:
+    expected = outcome(run(stream))
+    with a_question_per_deadline():
+        assert outcome(run(stream, SteppedPipeline(live, every))) == expected
+
+
+def test_a_simulated_stream_is_fired_in_many_steps() -> None:
+    stream = simulated(seed=3, events=400, anonymous_share=0.3)
+    expected = outcome(run(stream))
+    pipeline = SteppedPipeline(0, 5)
+    with a_question_per_deadline():
+        assert outcome(run(stream, pipeline)) == expected
+    assert pipeline.stops > 20

@@ -106,6 +106,14 @@ def _no_store(key: str) -> bytes | None:
     return None
 
 
+def _always() -> bool:
+    return True
+
+
+CHECK_EVERY = 256
+"""Deadlines fired (or revisits made) between two `keep_going` questions."""
+
+
 LIVE_CUSTOMERS = 20_000
 """Default bound of the customers an engine with a store keeps as live objects."""
 
@@ -156,6 +164,13 @@ class JourneyEngine:
         self.late_events = 0
         self.late_items = 0
         self.duplicates = 0
+        self.keep_going: Callable[[], bool] = _always
+        """Asked now and then while deadlines fire after a watermark moved: False stops the
+        work there (`behind`), for the caller to go on with `resume` once it has done its
+        own (a live worker's heartbeats: a jump of days fires every stored customer's
+        deadlines at once). Nothing else may reach the engine in between, so the facts are
+        those of one uninterrupted call."""
+        self.behind = False
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -171,8 +186,19 @@ class JourneyEngine:
             return
         for _, item in self.timeline.release():
             self._apply_item(item, late=False)
-        self._fire_wakeups(self.timeline.watermark)
-        self._revisit()
+        self.behind = True
+        self._catch_up()
+
+    def resume(self) -> bool:
+        """Go on with the deadlines and revisits an `observe` stopped short of (`keep_going`
+        said so); True once none is left."""
+        if self.behind:
+            self._catch_up()
+        return not self.behind
+
+    def _catch_up(self) -> None:
+        if self._fire_wakeups(self.timeline.watermark) and self._revisit():
+            self.behind = False
 
     def receive_payload(self, payload: MergePayload) -> None:
         """A merge payload: applied on arrival (the waiting customer holds its items)."""
@@ -559,10 +585,15 @@ class JourneyEngine:
 
     # ---- deadlines ----------------------------------------------------------------------
 
-    def _revisit(self) -> None:
-        """Prune the ids of customers whose applied-items retention has passed."""
-        revisits = self._revisits
+    def _revisit(self) -> bool:
+        """Prune the ids of customers whose applied-items retention has passed; False if
+        `keep_going` stopped it first."""
+        revisits, keep_going = self._revisits, self.keep_going
+        done = 0
         while revisits and revisits[0][0] <= self._applied:
+            done += 1
+            if done % CHECK_EVERY == 0 and not keep_going():
+                return False
             _, key = revisits.popleft()
             state = self._customers.get(key)
             if state is None and self._evicts and key not in self._dirty:
@@ -573,10 +604,16 @@ class JourneyEngine:
             if state is not None and state.awaiting is None and state.seen:
                 self._fire_due(state, self.timeline.watermark)
                 self._changed(state)
+        return True
 
-    def _fire_wakeups(self, watermark: int) -> None:
-        wakeups = self._wakeups
+    def _fire_wakeups(self, watermark: int) -> bool:
+        """Every deadline before the watermark; False if `keep_going` stopped it first."""
+        wakeups, keep_going = self._wakeups, self.keep_going
+        done = 0
         while wakeups and wakeups[0][0] < watermark:
+            done += 1
+            if done % CHECK_EVERY == 0 and not keep_going():
+                return False
             due, key = heapq.heappop(wakeups)
             if self._wake_at.get(key) != due:
                 continue  # superseded by a later schedule
@@ -587,6 +624,7 @@ class JourneyEngine:
                 self._changed(state)
                 if self._wake_at.get(key, FAR_FUTURE) < watermark:
                     raise AssertionError(f"wakeup of {key!r} did not move past the watermark")
+        return True
 
     def _fire_due(self, state: CustomerState, before: int) -> None:
         """Everything of this customer due strictly before `before`, in time order: journey

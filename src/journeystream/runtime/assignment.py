@@ -3,7 +3,7 @@ stores, and how far each input partition has been processed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class Assignment:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     partitions: set[TopicPartition] = field(default_factory=set)
     produced_at: list[int] = field(default_factory=list)  # input records' timestamps (ms) since a checkpoint
+    keep_going: Callable[[], bool] = lambda: True  # asked by the journey engines during long work
 
     @classmethod
     def empty(cls, settings: Settings, metrics: Metrics) -> Assignment:
@@ -79,6 +80,7 @@ class Assignment:
                 stored_customers=self.store(CUSTOMERS, partition).items(),
                 stored_kpi_cells=self.store(KPI_CELLS, partition).items(),
                 observer=self.metrics,
+                keep_going=self.keep_going,
             )
         self.partitions.add(tp)
 

@@ -4,7 +4,8 @@ every JOURNEYSTREAM_SINK_FLUSH_MS (or sooner when the sink is full).
 
 Partitions come and go with the consumer group's rebalances. Before partitions are taken
 away, everything processed is checkpointed; when partitions arrive, their stores are
-restored from the changelogs and fresh processors built from them. Reading then starts at
+restored from the changelogs and fresh processors built from them, by the run loop rather
+than the rebalance listener (see `assigned`). Reading then starts at
 the committed offset of each partition, or at the log start when there is none (aiokafka
 resets an assigned partition with `auto_offset_reset=earliest`): exactly what the
 checkpoint made safe.
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 MAX_RECORDS = 10_000  # per getmany, over every assigned partition
 FETCH_WAIT_MS = 100
 TICK_S = 1.0
+STEP_S = 0.5
+"""The longest a journey engine works on one batch before the loop gets a turn (heartbeats:
+aiokafka sends them from a task on the same loop, and a session times out in 10 s)."""
+BREATHE_S = 0.02  # the loop's own time after each such step
 
 
 class AlertsTopic:
@@ -85,7 +90,11 @@ class StreamDriver:
         self.lock = asyncio.Lock()  # one batch, checkpoint or rebalance step at a time
         self.stopping = False
         self.consuming = False
-        self.rebalancing = True  # until the group gave this worker its first assignment
+        self.rebalancing = True  # until the group gave this worker its first assignment, built
+        self.to_build: set[TopicPartition] = set()  # assigned, stores not restored yet
+        self.busy: set[TopicPartition] = set()  # journey partitions with records still to process
+        self._step_ends = 0.0
+        self.assignment.keep_going = lambda: time.monotonic() < self._step_ends
         self.backlogged = False  # the last fetch was (about) full: there is a backlog
         self.last_message_at: dict[int, float] = {}
         self._last_tick = 0.0
@@ -184,14 +193,25 @@ class StreamDriver:
         assert consumer is not None and self._checkpoint is not None
         self.consuming = True
         while not self.stopping:
+            if self.busy:
+                # time for the other tasks between two steps: a heartbeat is several hops
+                # (request, reader task, response), one per loop turn; getmany without a
+                # wait returns what it holds without suspending at all
+                await asyncio.sleep(BREATHE_S)
             try:
-                batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=MAX_RECORDS)
+                wait_ms = 0 if self.busy else FETCH_WAIT_MS
+                batch = await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
             except ConsumerStoppedError:
                 return  # stopping: the consumer was closed under this call
             self.backlogged = sum(len(records) for records in batch.values()) >= MAX_RECORDS // 2
             async with self.lock:
                 if self.stopping:
                     return  # not processed, not committed: read again at the next start
+                if self.to_build:
+                    await self._build_assigned()  # before any record of theirs is handled
+                self._step_ends = time.monotonic() + STEP_S
+                if self.busy:
+                    await self._resume_busy()
                 if batch:
                     await self._handle(batch)
                 await self._tick()
@@ -213,11 +233,35 @@ class StreamDriver:
             elif tp.topic == topology.by_device:
                 assignment.identity[partition].process(records, effects)
             elif tp.topic == topology.by_customer:
-                assignment.journeys[partition].process(records, effects)
+                journeys = assignment.journeys[partition]
+                journeys.process(records, effects)
+                assignment.positions[tp] = journeys.next_offset
+                if journeys.busy:
+                    self._pause(tp)
+                continue
             else:
                 assignment.control.process(records, effects)
             assignment.positions[tp] = records[-1].offset + 1
         await self._checkpoint.emit(effects)
+
+    def _pause(self, tp: TopicPartition) -> None:
+        """The journey engine stopped short (a watermark made many deadlines due): no more of
+        the partition's records until it is done; the loop turns meanwhile."""
+        assert self._consumer is not None
+        self.busy.add(tp)
+        self._consumer.pause(tp)
+
+    async def _resume_busy(self) -> None:
+        assert self._consumer is not None and self._checkpoint is not None
+        assignment = self.assignment
+        for tp in sorted(self.busy):
+            journeys = assignment.journeys[tp.partition]
+            done = journeys.resume(self.effects)
+            assignment.positions[tp] = journeys.next_offset
+            if done:
+                self.busy.discard(tp)
+                self._consumer.resume(tp)
+        await self._checkpoint.emit(self.effects)
 
     def _checkpoint_due(self) -> bool:
         """Every SINK_FLUSH_MS when caught up (latency); every CHECKPOINT_BACKLOG_MS while
@@ -278,25 +322,45 @@ class StreamDriver:
                     log.exception("checkpoint before a rebalance failed; the new owner reads again")
             for tp in revoked:
                 self.assignment.drop(tp)
+            self.to_build -= revoked
+            self.busy -= revoked  # what they still held is read again by their next owner
             self.effects.take()  # effects of dropped partitions (none after a checkpoint)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
+        """Only noted: aiokafka sends no heartbeat while this listener runs (its heartbeat
+        task starts again once the join is complete), so restoring and building here a
+        partition with many stored customers outlived the session timeout, the group
+        dropped the worker, and the rejoin built it all again, over and over (1 000 000
+        stored customers: 11 s of building against a 10 s session). The run loop builds
+        them before it handles their first records, heartbeats going on meanwhile."""
         if self.stopping:
             return
-        async with self.lock:
-            started = time.monotonic()
-            stores = [store for tp in sorted(assigned) for store in self.assignment.stores_of(tp)]
-            await restore(stores, lambda name: changelog_topic(self.settings, name), self.client_options)
-            for tp in sorted(assigned):
-                self.assignment.build(tp)
-            if self._checkpoint is not None:
-                self._checkpoint.last = time.monotonic()  # the interval runs from the work's start
-            self.rebalancing = False
-            log.info(
-                "assigned %s in %.2fs",
-                ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)),
-                time.monotonic() - started,
-            )
+        self.to_build |= assigned
+
+    async def _build_assigned(self) -> None:
+        """Restore the stores of the assigned partitions (the changelog read yields to the
+        loop between batches), then build their processors in a thread: indexing every
+        stored customer is seconds of Python, and the loop must keep the group's heartbeats
+        and the endpoints going meanwhile. Called under the lock: no batch, checkpoint or
+        rebalance step touches the assignment in between."""
+        started = time.monotonic()
+        assigned = sorted(self.to_build)
+        stores = [store for tp in assigned for store in self.assignment.stores_of(tp)]
+        await restore(stores, lambda name: changelog_topic(self.settings, name), self.client_options)
+        await asyncio.to_thread(self._build, assigned)
+        self.to_build.difference_update(assigned)
+        if self._checkpoint is not None:
+            self._checkpoint.last = time.monotonic()  # the interval runs from the work's start
+        self.rebalancing = bool(self.to_build)
+        log.info(
+            "assigned %s in %.2fs",
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in assigned),
+            time.monotonic() - started,
+        )
+
+    def _build(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self.assignment.build(tp)
 
     # ---- gauges and alerts ----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ produce: journey and irritant rows and records, KPI rows, messages to other cust
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from journeystream.core.config import RulesConfig
@@ -56,16 +57,20 @@ class JourneyProcessor:
         stored_customers: Iterable[tuple[bytes, bytes]] = (),
         stored_kpi_cells: Iterable[tuple[bytes, bytes]] = (),
         observer: StageObserver = NO_OBSERVER,
+        keep_going: Callable[[], bool] = lambda: True,
     ) -> None:
         self.partition = partition
         self.topology = topology
         self.observer = observer
         sources = topology.sources("A") + topology.sources("B")
         self.engine = JourneyEngine(rules, sources, load=lambda key: load(CUSTOMERS, key.encode()))
+        self.engine.keep_going = keep_going
         for key, value in stored_customers:
             self.engine.restore(key.decode(), value)
         self.kpis = PartitionKpis(partition, kpi_horizon_ms, stored_kpi_cells)
         self.pending = PendingOffsets()
+        self._rest: deque[tuple[int, Sequence[Message]]] = deque()  # handed over, not processed
+        self._fetched_to = 0
         self._kpi_changes: StateChanges = {}
         self._partition_of = Partitioner(topology.partitions)
 
@@ -74,23 +79,54 @@ class JourneyProcessor:
         self.process_messages([(record.offset, unpack(record.value)) for record in records], effects)
 
     def process_messages(self, batch: Sequence[tuple[int, Sequence[Message]]], effects: Effects) -> None:
-        """A batch of (offset, messages of the record at that offset)."""
-        engine, hold = self.engine, self.pending.hold
-        for offset, messages in batch:
-            for message in messages:
+        """A batch of (offset, messages of the record at that offset). If the engine stops
+        short (`busy`), the rest waits for `resume`; the caller hands nothing more before."""
+        if self._rest:
+            raise RuntimeError("a batch handed to a busy journey processor: resume it first")
+        if batch:
+            self._rest.extend(batch)
+            self._fetched_to = batch[-1][0] + 1
+        self.resume(effects)
+
+    @property
+    def busy(self) -> bool:
+        """Records handed over and not yet processed: the engine stopped at `keep_going`."""
+        return bool(self._rest)
+
+    @property
+    def next_offset(self) -> int:
+        """The first offset not wholly processed (its record is read again after a crash)."""
+        return self._rest[0][0] if self._rest else self._fetched_to
+
+    def resume(self, effects: Effects) -> bool:
+        """Go on with what was handed over; True once all of it is processed."""
+        done = self._process_rest(effects)
+        self._send(self.engine.drain_messages(), effects)
+        return done
+
+    def _process_rest(self, effects: Effects) -> bool:
+        engine, hold, rest = self.engine, self.pending.hold, self._rest
+        if engine.behind and not engine.resume():
+            return False
+        while rest:
+            offset, messages = rest.popleft()
+            for index, message in enumerate(messages):
                 # the message classes are final: the exact type, commonest first
                 if type(message) is KeyedEvent or type(message) is MergeRequest:
                     engine.push(message)
                     hold(message, offset)
                 elif type(message) is Watermark:
                     engine.observe(message.source, message.watermark)
+                    if engine.behind:  # the rest of this record after it, then the others
+                        rest.appendleft((offset, messages[index + 1 :]))
+                        return False
                 elif type(message) is MergePayload:
                     engine.receive_payload(message)
                 elif type(message) is Erase:
                     self._erase(message, effects)
                 else:
                     raise ValueError(f"unexpected {type(message).__name__} on the by-customer topic")
-        self._send(engine.drain_messages(), effects)
+        return True
 
     def _erase(self, message: Erase, effects: Effects) -> None:
         """Erase a customer key's state (on arrival, not in event time: what came before
