@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from journeystream.config import Settings
@@ -24,12 +25,17 @@ from journeystream.core.journeys import JourneyEngine
 from journeystream.core.state import CustomerState
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
+from journeystream.runtime.changelog import CHECKPOINT_MARKER, MARKER_VALUE, restore
 from journeystream.runtime.driver import StreamDriver
-from journeystream.runtime.topics import ensure_topics
+from journeystream.runtime.producer import Producer
+from journeystream.runtime.store import MemoryBackend, PartitionStore
+from journeystream.runtime.topics import changelog_topic, ensure_topics
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.store import StoreTarget, migrate
+from journeystream.stages.effects import OutputRecord
+from journeystream.stages.journeys import KPI_CELLS
 from journeystream.supervise import WorkerProcess, free_port_pair, metric_sum
-from tests.integration.helpers import produce, wait_for, worker_env
+from tests.integration.helpers import consume_all, produce, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +223,45 @@ async def test_deadlines_longer_than_the_session_timeout_fire_in_steps_and_the_w
 
     builds, driver = await _drive(settings, monkeypatch, all_closed)
     _built_once(builds, driver)
+
+
+async def test_a_restore_undoes_a_checkpoint_cut_short_in_the_changelog(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A kill while a checkpoint's records are written leaves their first batches in the
+    changelog without the marker that ends them. The next restore applies what the last
+    marker ends and writes the earlier values over the rest; a later restore agrees and
+    undoes nothing more."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, partitions="1")
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    topic = changelog_topic(settings, KPI_CELLS)
+    options = {"bootstrap_servers": kafka_bootstrap}
+    finished = [(b"cell", b"1"), (b"mark", b"m1"), (CHECKPOINT_MARKER, MARKER_VALUE)]
+    cut_short = [(b"cell", b"2"), (b"other", b"x")]  # the marks of this checkpoint never came
+    kafka_producer = AIOKafkaProducer(**options, enable_idempotence=True)
+    await kafka_producer.start()
+    stores = []
+    try:
+        producer = Producer(kafka_producer)
+        written = [OutputRecord(topic, key, value, 0) for key, value in finished + cut_short]
+        await asyncio.gather(*await producer.send_tracked(written))
+        for _ in range(2):
+            stores.append(PartitionStore(KPI_CELLS, 0, MemoryBackend()))
+            await restore(stores[-1:], partial(changelog_topic, settings), options, producer.send_tracked)
+    finally:
+        await kafka_producer.stop()
+    assert [dict(store.items()) for store in stores] == [{b"cell": b"1", b"mark": b"m1"}] * 2
+    log = await consume_all(kafka_bootstrap, topic, 8)
+    assert [(record.key, record.value) for record in log[5:]] == [
+        (b"cell", b"1"),
+        (b"other", None),
+        (CHECKPOINT_MARKER, MARKER_VALUE),
+    ]
+    consumer = AIOKafkaConsumer(**options)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, 0)])
+    finally:
+        await consumer.stop()
+    assert ends[TopicPartition(topic, 0)] == 8  # the second restore undid nothing

@@ -1,24 +1,78 @@
 """Restoring stores from their changelog partitions, in batches, from the offset each
-store already holds to the end of the log."""
+store already holds to the end of the log.
+
+A checkpoint writes each store's changes as several records, then a marker record
+(`Checkpoint._write_states`). A SIGKILL in between can leave only the first records in the
+log (a checkpoint's changes of one store span several 512 KiB batches when they are many):
+KPI cells without the customer marks that say which facts they counted, and the next
+worker counted those facts again. So a restore applies changes only when their marker is
+read; what follows the last marker is a checkpoint that never finished, and the restore
+overwrites it in the log with the values the store held before it (tombstones where it
+held none), ended by a marker, before anything reads the store. A log with no marker at all
+was written before markers existed: it is applied as it stands.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from journeystream.runtime.store import PartitionStore
+from journeystream.runtime.store import PartitionStore, StateChanges
+from journeystream.stages.effects import OutputRecord
 
 log = logging.getLogger(__name__)
 
 RESTORE_BATCH = 20_000
+CHECKPOINT_MARKER = b"\x00journeystream.checkpoint"
+"""Key of the record that ends a store's changes of one checkpoint (no state key starts with
+a NUL byte); compaction keeps the latest, which is all a restore needs."""
+MARKER_VALUE = b"1"  # not a tombstone: compaction would drop it
+
+Send = Callable[[list[OutputRecord]], Awaitable[list["asyncio.Future[Any]"]]]
+
+
+class PartitionLog:
+    """What a restore read of one changelog partition: changes are handed to the store at
+    each marker; those after the last marker are held back."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.unfinished: StateChanges = {}  # read since the last marker
+        self.marked = False  # a marker was read
+
+    def read(self, key: bytes, value: bytes | None, offset: int) -> None:
+        if key == CHECKPOINT_MARKER:
+            self.store.restored(self.unfinished.items(), offset + 1)
+            self.unfinished = {}
+            self.marked = True
+        else:
+            self.unfinished[key] = value
+
+    def end(self, end_offset: int) -> list[tuple[bytes, bytes | None]]:
+        """At the end of the log: the records that undo an unfinished checkpoint (the
+        store's values before it), or none."""
+        if not self.unfinished:
+            self.store.restored((), end_offset)
+            return []
+        if not self.marked:  # written before markers existed: as it stands
+            self.store.restored(self.unfinished.items(), end_offset)
+            self.unfinished = {}
+            return []
+        undo = [(key, self.store.backend.get(key)) for key in self.unfinished]
+        self.unfinished = {}
+        return undo
 
 
 async def restore(
-    stores: Sequence[PartitionStore], changelog_topic: Callable[[str], str], client_options: dict[str, Any]
+    stores: Sequence[PartitionStore],
+    changelog_topic: Callable[[str], str],
+    client_options: dict[str, Any],
+    send: Send,
 ) -> None:
     if not stores:
         return
@@ -29,6 +83,7 @@ async def restore(
     )
     await consumer.start()
     read = 0
+    logs = {tp: PartitionLog(store) for tp, store in by_tp.items()}
     try:
         tps = list(by_tp)
         consumer.assign(tps)
@@ -48,17 +103,34 @@ async def restore(
         while todo:
             batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=RESTORE_BATCH)
             for tp, records in batches.items():
-                by_tp[tp].restored(((r.key, r.value) for r in records), records[-1].offset + 1)
+                partition_log = logs[tp]
+                for record in records:
+                    partition_log.read(record.key, record.value, record.offset)
                 read += len(records)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
-                    by_tp[tp].restored((), ends[tp])
                     todo.discard(tp)
     finally:
         await consumer.stop()
+    undone = 0
+    for tp, partition_log in logs.items():
+        undo = partition_log.end(ends[tp])
+        if undo:
+            await _undo(tp, undo, send)
+            undone += len(undo)
+            log.warning("%s: a checkpoint had not finished writing; %d changes undone", tp, len(undo))
     log.info(
-        "restored %s: %d changelog records in %.2fs",
+        "restored %s: %d changelog records in %.2fs%s",
         ", ".join(f"{store.name}-{store.partition}" for store in stores),
         read,
         time.monotonic() - started,
+        f", {undone} unfinished changes undone" if undone else "",
     )
+
+
+async def _undo(tp: TopicPartition, undo: list[tuple[bytes, bytes | None]], send: Send) -> None:
+    """Overwrite an unfinished checkpoint's records with the values before it, acknowledged
+    before the store is read (a later restore then reads them after the unfinished ones)."""
+    records = [OutputRecord(tp.topic, key, value, tp.partition) for key, value in undo]
+    records.append(OutputRecord(tp.topic, CHECKPOINT_MARKER, MARKER_VALUE, tp.partition))
+    await asyncio.gather(*await send(records))

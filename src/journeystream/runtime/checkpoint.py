@@ -6,7 +6,9 @@ becomes durable, and commits input offsets only for what is.
     2. ClickHouse rows (idempotent: deterministic ids, ReplacingMergeTree, dedup tokens)
     3. output and internal records, acknowledged by the broker
     4. state changes to the changelogs, group by group (KPI cells before customer states),
-       each acknowledged before the next; then to the local stores
+       each acknowledged before the next, each store's changes ended by a marker record (a
+       restore applies a checkpoint's changes only with their marker); then to the local
+       stores
     5. erasures carried out by the stages: their ClickHouse rows deleted (after the rows
        written in step 2), their parts reported on the control topic
     6. input offsets: per partition, the oldest record whose items still wait in a reorder
@@ -29,6 +31,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from journeystream.runtime.assignment import STORE_WRITE_ORDER, Assignment
+from journeystream.runtime.changelog import CHECKPOINT_MARKER, MARKER_VALUE
 from journeystream.runtime.producer import Producer
 from journeystream.runtime.store import PartitionStore, StateChanges
 from journeystream.sinks.rows import RAW_TABLES, now_ms
@@ -145,7 +148,8 @@ class Checkpoint:
             if not changes:
                 continue
             topic = self.changelog_topic(store.name)
-            records = (OutputRecord(topic, key, value, store.partition) for key, value in changes.items())
+            records = [OutputRecord(topic, key, value, store.partition) for key, value in changes.items()]
+            records.append(OutputRecord(topic, CHECKPOINT_MARKER, MARKER_VALUE, store.partition))
             writes.append((store, changes, await self.producer.send_tracked(records)))
         for store, changes, futures in writes:
             written = await asyncio.gather(*futures)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -346,7 +347,9 @@ class StreamDriver:
         started = time.monotonic()
         assigned = sorted(self.to_build)
         stores = [store for tp in assigned for store in self.assignment.stores_of(tp)]
-        await restore(stores, lambda name: changelog_topic(self.settings, name), self.client_options)
+        assert self._producer is not None
+        changelog = partial(changelog_topic, self.settings)
+        await restore(stores, changelog, self.client_options, self._producer.send_tracked)
         await asyncio.to_thread(self._build, assigned)
         self.to_build.difference_update(assigned)
         if self._checkpoint is not None:

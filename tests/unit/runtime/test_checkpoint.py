@@ -18,6 +18,7 @@ from journeystream.core.journeys import KeyedEvent
 from journeystream.core.state import event_from_list
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
+from journeystream.runtime.changelog import CHECKPOINT_MARKER
 from journeystream.runtime.checkpoint import Checkpoint
 from journeystream.sinks.rows import ALL_TABLES
 from journeystream.stages.effects import Effects, InputRecord, OutputRecord
@@ -63,6 +64,8 @@ class RecordingProducer:
     async def send_tracked(self, records: Iterable[OutputRecord]) -> list[asyncio.Future[Any]]:
         sent = list(records)
         self.log.append(f"changelog:{sent[0].topic}")
+        # the store's changes, then the marker a restore waits for
+        assert [record.key for record in sent].index(CHECKPOINT_MARKER) == len(sent) - 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         name = sent[0].topic
 
