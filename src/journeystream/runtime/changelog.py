@@ -37,25 +37,37 @@ Send = Callable[[list[OutputRecord]], Awaitable[list["asyncio.Future[Any]"]]]
 
 
 class PartitionLog:
-    """What a restore read of one changelog partition: changes are handed to the store at
-    each marker; those after the last marker are held back."""
+    """What a restore read of one changelog partition: changes count once a marker ends
+    them, and go to the store a batch at a time (a marker ends every checkpoint: one store
+    write each would be thousands on a long tail); those after the last marker are held
+    back."""
 
     def __init__(self, store: PartitionStore) -> None:
         self.store = store
+        self.finished: StateChanges = {}  # ended by a marker, not in the store yet
+        self.finished_to: int | None = None  # the offset after that marker
         self.unfinished: StateChanges = {}  # read since the last marker
         self.marked = False  # a marker was read
 
     def read(self, key: bytes, value: bytes | None, offset: int) -> None:
         if key == CHECKPOINT_MARKER:
-            self.store.restored(self.unfinished.items(), offset + 1)
+            self.finished.update(self.unfinished)
             self.unfinished = {}
+            self.finished_to = offset + 1
             self.marked = True
         else:
             self.unfinished[key] = value
 
+    def flush(self) -> None:
+        """Hand the store what markers ended so far, in one write."""
+        if self.finished_to is not None:
+            self.store.restored(self.finished.items(), self.finished_to)
+            self.finished, self.finished_to = {}, None
+
     def end(self, end_offset: int) -> list[tuple[bytes, bytes | None]]:
         """At the end of the log: the records that undo an unfinished checkpoint (the
         store's values before it), or none."""
+        self.flush()
         if not self.unfinished:
             self.store.restored((), end_offset)
             return []
@@ -106,6 +118,7 @@ async def restore(
                 partition_log = logs[tp]
                 for record in records:
                     partition_log.read(record.key, record.value, record.offset)
+                partition_log.flush()
                 read += len(records)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
