@@ -25,7 +25,7 @@ from journeystream.core.journeys import JourneyEngine
 from journeystream.core.state import CustomerState
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
-from journeystream.runtime.changelog import CHECKPOINT_MARKER, MARKER_VALUE, restore
+from journeystream.runtime.changelog import CHECKPOINT_MARKER, marker_value, restore
 from journeystream.runtime.driver import StreamDriver
 from journeystream.runtime.producer import Producer
 from journeystream.runtime.store import MemoryBackend, PartitionStore
@@ -33,7 +33,7 @@ from journeystream.runtime.topics import changelog_topic, ensure_topics
 from journeystream.sinks.clickhouse import ClickHouseWriter
 from journeystream.sinks.store import StoreTarget, migrate
 from journeystream.stages.effects import OutputRecord
-from journeystream.stages.journeys import KPI_CELLS
+from journeystream.stages.journeys import CUSTOMERS, KPI_CELLS
 from journeystream.supervise import WorkerProcess, free_port_pair, metric_sum
 from tests.integration.helpers import consume_all, produce, wait_for, worker_env
 
@@ -237,7 +237,7 @@ async def test_a_restore_undoes_a_checkpoint_cut_short_in_the_changelog(
     await ensure_topics(settings)
     topic = changelog_topic(settings, KPI_CELLS)
     options = {"bootstrap_servers": kafka_bootstrap}
-    finished = [(b"cell", b"1"), (b"mark", b"m1"), (CHECKPOINT_MARKER, MARKER_VALUE)]
+    finished = [(b"cell", b"1"), (b"mark", b"m1"), (CHECKPOINT_MARKER, marker_value(1))]
     cut_short = [(b"cell", b"2"), (b"other", b"x")]  # the marks of this checkpoint never came
     kafka_producer = AIOKafkaProducer(**options, enable_idempotence=True)
     await kafka_producer.start()
@@ -248,7 +248,7 @@ async def test_a_restore_undoes_a_checkpoint_cut_short_in_the_changelog(
         await asyncio.gather(*await producer.send_tracked(written))
         for _ in range(2):
             stores.append(PartitionStore(KPI_CELLS, 0, MemoryBackend()))
-            await restore(stores[-1:], partial(changelog_topic, settings), options, producer.send_tracked)
+            await restore([stores[-1:]], partial(changelog_topic, settings), options, producer.send_tracked)
     finally:
         await kafka_producer.stop()
     assert [dict(store.items()) for store in stores] == [{b"cell": b"1", b"mark": b"m1"}] * 2
@@ -256,7 +256,7 @@ async def test_a_restore_undoes_a_checkpoint_cut_short_in_the_changelog(
     assert [(record.key, record.value) for record in log[5:]] == [
         (b"cell", b"1"),
         (b"other", None),
-        (CHECKPOINT_MARKER, MARKER_VALUE),
+        (CHECKPOINT_MARKER, marker_value(1)),
     ]
     consumer = AIOKafkaConsumer(**options)
     await consumer.start()
@@ -265,3 +265,51 @@ async def test_a_restore_undoes_a_checkpoint_cut_short_in_the_changelog(
     finally:
         await consumer.stop()
     assert ends[TopicPartition(topic, 0)] == 8  # the second restore undid nothing
+
+
+async def test_a_restore_brings_the_kpi_cells_back_to_the_checkpoint_the_customer_states_finished(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A kill between the KPI cells' changelog and the customer states' (each acknowledged
+    before the next) leaves the cells one checkpoint ahead: the facts of that checkpoint
+    come again from the older customer states, maybe in another order. The restore undoes
+    the cells' checkpoint in the log too, so the next worker counts those facts once."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, partitions="1")
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    cells_topic, customers_topic = changelog_topic(settings, KPI_CELLS), changelog_topic(settings, CUSTOMERS)
+    options = {"bootstrap_servers": kafka_bootstrap}
+    cells_log = [
+        (b"cell", b"v1"),
+        (b"mark", b"seq1"),
+        (CHECKPOINT_MARKER, marker_value(1)),
+        (b"cell", b"v2"),  # checkpoint 2: finished for the cells...
+        (b"new-cell", b"v1"),
+        (CHECKPOINT_MARKER, marker_value(2)),
+    ]
+    customers_log = [(b"c1", b"state1"), (CHECKPOINT_MARKER, marker_value(1))]  # ...not here
+    kafka_producer = AIOKafkaProducer(**options, enable_idempotence=True)
+    await kafka_producer.start()
+    restores = []
+    try:
+        producer = Producer(kafka_producer)
+        written = [OutputRecord(cells_topic, key, value, 0) for key, value in cells_log]
+        written += [OutputRecord(customers_topic, key, value, 0) for key, value in customers_log]
+        await asyncio.gather(*await producer.send_tracked(written))
+        for _ in range(2):
+            group = [PartitionStore(name, 0, MemoryBackend()) for name in (CUSTOMERS, KPI_CELLS)]
+            await restore([group], partial(changelog_topic, settings), options, producer.send_tracked)
+            restores.append(group)
+    finally:
+        await kafka_producer.stop()
+    for customers, cells in restores:
+        assert dict(customers.items()) == {b"c1": b"state1"}
+        assert dict(cells.items()) == {b"cell": b"v1", b"mark": b"seq1"}
+        assert cells.checkpoint == customers.checkpoint == 1  # the next checkpoint is 2 for both
+    log = await consume_all(kafka_bootstrap, cells_topic, 9)
+    assert [(record.key, record.value) for record in log[6:]] == [
+        (b"cell", b"v1"),
+        (b"new-cell", None),
+        (CHECKPOINT_MARKER, marker_value(1)),
+    ]
+    assert len(await consume_all(kafka_bootstrap, customers_topic, 2)) == 2  # nothing to undo there

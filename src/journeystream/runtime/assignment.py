@@ -25,6 +25,9 @@ STORE_WRITE_ORDER: tuple[tuple[str, ...], ...] = ((LINKS, KPI_CELLS), (CUSTOMERS
 """Groups of stores written to their changelogs in turn, each group durable before the next:
 KPI cells before the customer states whose facts they counted."""
 
+StoreWrite = tuple[PartitionStore, StateChanges, int]
+"""A store, its changes to write (maybe none), the number of the checkpoint that writes them."""
+
 
 @dataclass
 class Assignment:
@@ -114,6 +117,23 @@ class Assignment:
             self._stage(partition, identity.take_changes())
         for partition, journeys in self.journeys.items():
             self._stage(partition, journeys.take_changes())
+
+    def begin_writes(self) -> list[list[StoreWrite]]:
+        """The stores' staged changes for a checkpoint to write, per group of
+        STORE_WRITE_ORDER. When any store of a stage partition has changes, every store of
+        that partition is written (maybe just its marker) under one new checkpoint number: a
+        restore brings them back to the last checkpoint they all finished."""
+        by_name: dict[str, list[StoreWrite]] = {}
+        for tp in sorted(self.partitions):
+            group = self.stores_of(tp)
+            changes = [store.begin_write() for store in group]
+            if not any(changes):
+                continue
+            number = max(store.checkpoint for store in group) + 1
+            for store, values in zip(group, changes, strict=True):
+                store.checkpoint = number
+                by_name.setdefault(store.name, []).append((store, values, number))
+        return [[write for name in names for write in by_name.get(name, [])] for names in STORE_WRITE_ORDER]
 
     def _stage(self, partition: int, changes: list[tuple[str, StateChanges]]) -> None:
         for name, values in changes:

@@ -1,15 +1,27 @@
 """Restoring stores from their changelog partitions, in batches, from the offset each
 store already holds to the end of the log.
 
-A checkpoint writes each store's changes as several records, then a marker record
-(`Checkpoint._write_states`). A SIGKILL in between can leave only the first records in the
-log (a checkpoint's changes of one store span several 512 KiB batches when they are many):
-KPI cells without the customer marks that say which facts they counted, and the next
-worker counted those facts again. So a restore applies changes only when their marker is
-read; what follows the last marker is a checkpoint that never finished, and the restore
-overwrites it in the log with the values the store held before it (tombstones where it
-held none), ended by a marker, before anything reads the store. A log with no marker at all
-was written before markers existed: it is applied as it stands.
+A checkpoint writes each store's changes as several records, then a marker record that
+carries the checkpoint's number (`Checkpoint._write_states`). A SIGKILL in between can leave
+only the first records in the log (a checkpoint's changes of one store span several 512 KiB
+batches when they are many): KPI cells without the customer marks that say which facts they
+counted, and the next worker counted those facts again. So a restore applies changes only
+when their marker is read; what follows the last marker is a checkpoint that never
+finished, and the restore overwrites it in the log with the values the store held before it
+(tombstones where it held none), ended by a marker, before anything reads the store. A log
+with no marker at all was written before markers existed: it is applied as it stands.
+
+The stores of one stage partition (a journey partition's KPI cells and customer states) are
+written one after the other, each acknowledged before the next, so a kill in between leaves
+the cells one finished checkpoint ahead of the customer states. The next worker then
+regenerated that checkpoint's facts from the older customer states, in an order that can
+differ (a watermark jump fires deadlines first), and its per-customer fact sequences did not
+recognise them: KPI cells came out doubled in about one crash run in eight. So every store
+of a partition gets a marker with the same number at every checkpoint that changes any of
+them, a restore holds back each store's last finished checkpoint until every log of the
+partition is read, and a store whose last number is ahead of the others' has that
+checkpoint undone like an unfinished one: the partition restores to the last checkpoint all
+its stores finished.
 """
 
 from __future__ import annotations
@@ -31,65 +43,114 @@ RESTORE_BATCH = 20_000
 CHECKPOINT_MARKER = b"\x00journeystream.checkpoint"
 """Key of the record that ends a store's changes of one checkpoint (no state key starts with
 a NUL byte); compaction keeps the latest, which is all a restore needs."""
-MARKER_VALUE = b"1"  # not a tombstone: compaction would drop it
 
 Send = Callable[[list[OutputRecord]], Awaitable[list["asyncio.Future[Any]"]]]
+Undo = list[tuple[bytes, bytes | None]]
+
+
+def marker_value(number: int) -> bytes:
+    """A marker's value: the checkpoint's number (never empty: a tombstone would be dropped
+    by compaction)."""
+    return str(number).encode()
+
+
+def marker_number(value: bytes | None) -> int:
+    """The checkpoint number a marker carries; markers written before numbers carry b"1"."""
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
 
 
 class PartitionLog:
     """What a restore read of one changelog partition: changes count once a marker ends
     them, and go to the store a batch at a time (a marker ends every checkpoint: one store
-    write each would be thousands on a long tail); those after the last marker are held
-    back."""
+    write each would be thousands on a long tail). The last finished checkpoint is held
+    back until the partition's other logs are read (`end`); what follows its marker is
+    unfinished."""
 
     def __init__(self, store: PartitionStore) -> None:
         self.store = store
-        self.finished: StateChanges = {}  # ended by a marker, not in the store yet
-        self.finished_to: int | None = None  # the offset after that marker
+        self.finished: StateChanges = {}  # ended by a marker before the last one, not in the store yet
+        self.finished_to: int | None = None  # the offset of the marker that ends them
+        self.last: StateChanges = {}  # ended by the last marker read
+        self.last_marker: int | None = None  # its offset
+        self.number: int | None = None  # its checkpoint number; None: no marker read
+        self.before: int | None = None  # the number of the marker read before it, if any
         self.unfinished: StateChanges = {}  # read since the last marker
-        self.marked = False  # a marker was read
 
     def read(self, key: bytes, value: bytes | None, offset: int) -> None:
         if key == CHECKPOINT_MARKER:
-            self.finished.update(self.unfinished)
-            self.unfinished = {}
-            self.finished_to = offset + 1
-            self.marked = True
+            if self.last_marker is not None:
+                self.finished.update(self.last)
+                self.finished_to = self.last_marker
+            self.before = self.number
+            self.last, self.unfinished = self.unfinished, {}
+            self.last_marker, self.number = offset, marker_number(value)
         else:
             self.unfinished[key] = value
 
     def flush(self) -> None:
-        """Hand the store what markers ended so far, in one write."""
+        """Hand the store what markers ended before the last one, in one write. Its offset
+        stays at a marker: the next restore reads that marker's number again."""
         if self.finished_to is not None:
             self.store.restored(self.finished.items(), self.finished_to)
             self.finished, self.finished_to = {}, None
 
-    def end(self, end_offset: int) -> list[tuple[bytes, bytes | None]]:
-        """At the end of the log: the records that undo an unfinished checkpoint (the
-        store's values before it), or none."""
+    def end(self, end_offset: int, agreed: int | None) -> Undo:
+        """At the end of the log, knowing the last checkpoint every store of the partition
+        finished (`agreed`, None if unknown): applies the last finished checkpoint unless it
+        is beyond that one. Returns the records to write before the store is read: what is
+        not applied overwritten with the store's values before it, then the marker of the
+        checkpoint the store is at; none if everything read is applied."""
         self.flush()
-        if not self.unfinished:
-            self.store.restored((), end_offset)
-            return []
-        if not self.marked:  # written before markers existed: as it stands
+        if self.number is None:  # no marker: an empty log, or one written before markers
             self.store.restored(self.unfinished.items(), end_offset)
             self.unfinished = {}
             return []
-        undo = [(key, self.store.backend.get(key)) for key in self.unfinished]
-        self.unfinished = {}
-        return undo
+        assert self.last_marker is not None
+        undone, number = self.unfinished, self.number
+        if agreed is not None and number > agreed:
+            if self.last and self.before != agreed:
+                # not the checkpoint right after the agreed one: undoing it needs values
+                # this read did not see
+                log.warning(
+                    "%s-%d: checkpoint %d is ahead of the partition's other stores (at %d) "
+                    "and cannot be undone; applied",
+                    self.store.name,
+                    self.store.partition,
+                    number,
+                    agreed,
+                )
+            else:
+                undone = {**self.last, **self.unfinished}
+                self.last, number = {}, agreed
+        self.store.restored(self.last.items(), self.last_marker)
+        self.store.checkpoint = number
+        self.last, self.unfinished = {}, {}
+        if not undone and number == self.number:
+            return []
+        get = self.store.backend.get
+        return [*((key, get(key)) for key in undone), (CHECKPOINT_MARKER, marker_value(number))]
 
 
 async def restore(
-    stores: Sequence[PartitionStore],
+    groups: Sequence[Sequence[PartitionStore]],
     changelog_topic: Callable[[str], str],
     client_options: dict[str, Any],
     send: Send,
 ) -> None:
+    """Restore the stores, given per stage partition: a partition's stores end at the last
+    checkpoint they all finished."""
+    stores = [store for group in groups for store in group]
     if not stores:
         return
     started = time.monotonic()
-    by_tp = {TopicPartition(changelog_topic(store.name), store.partition): store for store in stores}
+
+    def tp_of(store: PartitionStore) -> TopicPartition:
+        return TopicPartition(changelog_topic(store.name), store.partition)
+
+    by_tp = {tp_of(store): store for store in stores}
     consumer = AIOKafkaConsumer(
         **client_options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -126,12 +187,31 @@ async def restore(
     finally:
         await consumer.stop()
     undone = 0
-    for tp, partition_log in logs.items():
-        undo = partition_log.end(ends[tp])
-        if undo:
-            await _undo(tp, undo, send)
-            undone += len(undo)
-            log.warning("%s: a checkpoint had not finished writing; %d changes undone", tp, len(undo))
+    for group in groups:
+        group_logs = [(tp, logs[tp]) for tp in (tp_of(store) for store in group)]
+        numbers = [
+            partition_log.number for _, partition_log in group_logs if partition_log.number is not None
+        ]
+        agreed = min(numbers) if numbers else None
+        for tp, partition_log in group_logs:
+            ahead = partition_log.number
+            undo = partition_log.end(ends[tp], agreed)
+            if not undo:
+                continue
+            records = [OutputRecord(tp.topic, key, value, tp.partition) for key, value in undo]
+            await asyncio.gather(*await send(records))  # acknowledged before the store is read
+            changes = len(undo) - 1
+            undone += changes
+            if partition_log.store.checkpoint != ahead:
+                log.warning(
+                    "%s: checkpoint %s finished here but not in the partition's other stores; "
+                    "%d changes undone",
+                    tp,
+                    ahead,
+                    changes,
+                )
+            else:
+                log.warning("%s: a checkpoint had not finished writing; %d changes undone", tp, changes)
     log.info(
         "restored %s: %d changelog records in %.2fs%s",
         ", ".join(f"{store.name}-{store.partition}" for store in stores),
@@ -139,11 +219,3 @@ async def restore(
         time.monotonic() - started,
         f", {undone} unfinished changes undone" if undone else "",
     )
-
-
-async def _undo(tp: TopicPartition, undo: list[tuple[bytes, bytes | None]], send: Send) -> None:
-    """Overwrite an unfinished checkpoint's records with the values before it, acknowledged
-    before the store is read (a later restore then reads them after the unfinished ones)."""
-    records = [OutputRecord(tp.topic, key, value, tp.partition) for key, value in undo]
-    records.append(OutputRecord(tp.topic, CHECKPOINT_MARKER, MARKER_VALUE, tp.partition))
-    await asyncio.gather(*await send(records))

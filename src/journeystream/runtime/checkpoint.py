@@ -6,9 +6,10 @@ becomes durable, and commits input offsets only for what is.
     2. ClickHouse rows (idempotent: deterministic ids, ReplacingMergeTree, dedup tokens)
     3. output and internal records, acknowledged by the broker
     4. state changes to the changelogs, group by group (KPI cells before customer states),
-       each acknowledged before the next, each store's changes ended by a marker record (a
-       restore applies a checkpoint's changes only with their marker); then to the local
-       stores
+       each acknowledged before the next, each store's changes ended by a marker record with
+       the checkpoint's number, written to every store of a partition that changed (a
+       restore applies a checkpoint's changes only with their marker, and a partition's
+       stores only up to the last checkpoint they all finished); then to the local stores
     5. erasures carried out by the stages: their ClickHouse rows deleted (after the rows
        written in step 2), their parts reported on the control topic
     6. input offsets: per partition, the oldest record whose items still wait in a reorder
@@ -30,8 +31,8 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from journeystream.runtime.assignment import STORE_WRITE_ORDER, Assignment
-from journeystream.runtime.changelog import CHECKPOINT_MARKER, MARKER_VALUE
+from journeystream.runtime.assignment import Assignment, StoreWrite
+from journeystream.runtime.changelog import CHECKPOINT_MARKER, marker_value
 from journeystream.runtime.producer import Producer
 from journeystream.runtime.store import PartitionStore, StateChanges
 from journeystream.sinks.rows import RAW_TABLES, now_ms
@@ -96,10 +97,7 @@ class Checkpoint:
         assignment.collect(now_ms(), time.monotonic(), effects)
         await self.emit(effects)
         assignment.stage_changes()
-        writes = [
-            [(store, store.begin_write()) for (name, _), store in assignment.stores.items() if name in group]
-            for group in STORE_WRITE_ORDER
-        ]
+        writes = assignment.begin_writes()
         points = assignment.commit_points()
         produced_at, assignment.produced_at = assignment.produced_at, []
         erasures, self._erasures = self._erasures, []
@@ -117,7 +115,7 @@ class Checkpoint:
     async def _finish(
         self,
         assignment: Assignment,
-        writes: list[list[tuple[PartitionStore, StateChanges]]],
+        writes: list[list[StoreWrite]],
         erasures: list[ErasurePart],
         points: dict[TopicPartition, int],
         produced_at: list[int],
@@ -133,8 +131,13 @@ class Checkpoint:
 
         await self.sink.flush(raw_rows_written)
         await self.producer.drain()
+        written: list[tuple[PartitionStore, StateChanges, int]] = []
         for group in writes:
-            await self._write_states(group)
+            written += await self._write_states(group)
+        # the local stores only once every group is on the changelogs: a kept store never
+        # holds a checkpoint that a restore may undo
+        for store, changes, next_offset in written:
+            store.commit(changes, next_offset)
         if erasures:
             assignment.purge(erasures)
             await self._carry_out(erasures)
@@ -142,20 +145,21 @@ class Checkpoint:
             await self._commit(assignment, points)
         self._on_done(time.monotonic() - started)
 
-    async def _write_states(self, stores: list[tuple[PartitionStore, StateChanges]]) -> None:
+    async def _write_states(self, stores: list[StoreWrite]) -> list[tuple[PartitionStore, StateChanges, int]]:
+        """Each store's changes then its marker, all acknowledged; returns per store the
+        offset its local copy may restart from."""
         writes: list[tuple[PartitionStore, StateChanges, list[asyncio.Future[Any]]]] = []
-        for store, changes in stores:
-            if not changes:
-                continue
+        for store, changes, number in stores:
             topic = self.changelog_topic(store.name)
             records = [OutputRecord(topic, key, value, store.partition) for key, value in changes.items()]
-            records.append(OutputRecord(topic, CHECKPOINT_MARKER, MARKER_VALUE, store.partition))
+            records.append(OutputRecord(topic, CHECKPOINT_MARKER, marker_value(number), store.partition))
             writes.append((store, changes, await self.producer.send_tracked(records)))
-        for store, changes, futures in writes:
-            written = await asyncio.gather(*futures)
-            # the last batch's first offset: a restore from there re-reads at most one
-            # batch of values the store already holds
-            store.commit(changes, written[-1].offset)
+        # the last batch's first offset: a restore from there re-reads at most one batch of
+        # values the store already holds, and always the marker with its number
+        return [
+            (store, changes, (await asyncio.gather(*futures))[-1].offset)
+            for store, changes, futures in writes
+        ]
 
     async def _commit(self, assignment: Assignment, points: dict[TopicPartition, int]) -> None:
         try:

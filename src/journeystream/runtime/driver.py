@@ -346,10 +346,10 @@ class StreamDriver:
         rebalance step touches the assignment in between."""
         started = time.monotonic()
         assigned = sorted(self.to_build)
-        stores = [store for tp in assigned for store in self.assignment.stores_of(tp)]
+        groups = [self.assignment.stores_of(tp) for tp in assigned]
         assert self._producer is not None
         changelog = partial(changelog_topic, self.settings)
-        await restore(stores, changelog, self.client_options, self._producer.send_tracked)
+        await restore(groups, changelog, self.client_options, self._producer.send_tracked)
         await asyncio.to_thread(self._build, assigned)
         self.to_build.difference_update(assigned)
         if self._checkpoint is not None:

@@ -156,6 +156,9 @@ class PartitionStore:
         self.backend = backend
         self._staged: StateChanges = {}
         self._writing: StateChanges = {}  # taken by the checkpoint under way, not yet durable
+        # the number of the last checkpoint written (restored) for this store; the stores of
+        # one stage partition carry the same (see changelog.py)
+        self.checkpoint = 0
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._staged:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +19,7 @@ from journeystream.core.journeys import KeyedEvent
 from journeystream.core.state import event_from_list
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
-from journeystream.runtime.changelog import CHECKPOINT_MARKER
+from journeystream.runtime.changelog import CHECKPOINT_MARKER, marker_number
 from journeystream.runtime.checkpoint import Checkpoint
 from journeystream.sinks.rows import ALL_TABLES
 from journeystream.stages.effects import Effects, InputRecord, OutputRecord
@@ -63,7 +64,7 @@ class RecordingProducer:
 
     async def send_tracked(self, records: Iterable[OutputRecord]) -> list[asyncio.Future[Any]]:
         sent = list(records)
-        self.log.append(f"changelog:{sent[0].topic}")
+        self.log.append(f"changelog:{sent[0].topic}#{marker_number(sent[-1].value)}")
         # the store's changes, then the marker a restore waits for
         assert [record.key for record in sent].index(CHECKPOINT_MARKER) == len(sent) - 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -119,9 +120,9 @@ async def test_rows_then_records_then_cells_then_states_then_offsets() -> None:
         "send:journeystream.journeys",
         "rows:journeys,kpi_minute,kpi_progress",
         "drain",
-        "changelog:app-kpi_cells-changelog",
+        "changelog:app-kpi_cells-changelog#1",
         "acked:app-kpi_cells-changelog",
-        "changelog:app-customers-changelog",
+        "changelog:app-customers-changelog#1",
         "acked:app-customers-changelog",
         "commit",
     ]
@@ -171,14 +172,71 @@ async def test_an_erasure_is_carried_out_after_its_rows_and_tombstones_and_befor
     await checkpoint.emit(effects)  # as the driver does after each batch: the part waits
     await checkpoint.run(assignment, effects)
     assert log[-4:] == [
-        "changelog:app-customers-changelog",
+        "changelog:app-customers-changelog#1",
         "acked:app-customers-changelog",
         "erasures",
         "commit",
     ]
-    print(log)
     assert [(p.request, p.key, p.primary, p.existed) for p in carried] == [("req-1", "c1", True, True)]
     assert dict(assignment.stores[("customers", 0)].items()) == {}  # the state's deletion is durable
+
+
+def test_every_store_of_a_changed_partition_is_written_under_one_checkpoint_number() -> None:
+    """A restore brings a partition's stores back to the last checkpoint they all finished:
+    so each checkpoint that changes one of them writes a marker to all, with one number."""
+    settings = Settings.from_env({"JOURNEYSTREAM_PARTITIONS": "1", "JOURNEYSTREAM_APP_ID": "app"})
+    assignment = Assignment.empty(settings, Metrics(CollectorRegistry()))
+    assignment.build(TopicPartition(settings.topic_by_customer, 0))
+    cells, customers = assignment.stores[("kpi_cells", 0)], assignment.stores[("customers", 0)]
+
+    def written() -> list[list[tuple[str, dict[bytes, bytes | None], int]]]:
+        return [
+            [(store.name, changes, number) for store, changes, number in group]
+            for group in assignment.begin_writes()
+        ]
+
+    customers.stage({b"c1": b"state"})
+    assert written() == [[("kpi_cells", {}, 1)], [("customers", {b"c1": b"state"}, 1)]]
+    assert written() == [[], []]  # nothing changed: nothing written, not even a marker
+    cells.checkpoint = customers.checkpoint = 5  # as a restore leaves them
+    cells.stage({b"cell": b"counts"})
+    assert written() == [[("kpi_cells", {b"cell": b"counts"}, 6)], [("customers", {}, 6)]]
+
+
+async def test_the_local_stores_take_a_checkpoint_only_once_every_changelog_has_it() -> None:
+    """A kill after the KPI cells' changelog and before the customer states' leaves a kept
+    store with neither: the restore can still bring the cells back (it needs their values
+    before the checkpoint, which a kept store that took it would have lost)."""
+    settings = Settings.from_env({"JOURNEYSTREAM_PARTITIONS": "1", "JOURNEYSTREAM_APP_ID": "app"})
+    assignment = Assignment.empty(settings, Metrics(CollectorRegistry()))
+    assignment.build(TopicPartition(settings.topic_by_customer, 0))
+    cells, customers = assignment.stores[("kpi_cells", 0)], assignment.stores[("customers", 0)]
+    cells.stage({b"cell": b"counts"})
+    customers.stage({b"c1": b"state"})
+    log: list[str] = []
+
+    class ProducerKilledBeforeTheCustomerStates(RecordingProducer):
+        async def send_tracked(self, records: Iterable[OutputRecord]) -> list[asyncio.Future[Any]]:
+            sent = list(records)
+            if "customers" in sent[0].topic:
+                raise asyncio.CancelledError  # the process ends here
+            return await super().send_tracked(sent)
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        log.append("commit")
+
+    checkpoint = Checkpoint(
+        RecordingSink(log),  # type: ignore[arg-type]
+        ProducerKilledBeforeTheCustomerStates(log),  # type: ignore[arg-type]
+        lambda name: f"app-{name}-changelog",
+        commit,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await checkpoint.run(assignment, Effects())
+    assert "acked:app-kpi_cells-changelog" in log
+    assert "commit" not in log
+    assert dict(cells.backend.items()) == {} and cells.backend.next_offset() == 0
+    assert dict(customers.backend.items()) == {}
 
 
 async def test_the_store_delay_is_observed_once_the_raw_rows_are_written() -> None:
