@@ -9,7 +9,11 @@ counted, and the next worker counted those facts again. So a restore applies cha
 when their marker is read; what follows the last marker is a checkpoint that never
 finished, and the restore overwrites it in the log with the values the store held before it
 (tombstones where it held none), ended by a marker, before anything reads the store. A log
-with no marker at all was written before markers existed: it is applied as it stands.
+with no marker at all is empty or was written before markers existed: it is applied as it
+stands, and the restore writes a first marker (checkpoint 0), so that a first checkpoint cut
+short is never taken for an old log (it was, in the crash test: the partition with the
+most data came back with the KPI cells of its first checkpoint and neither their customer
+marks nor the customer states, and counted everything again).
 
 The stores of one stage partition (a journey partition's KPI cells and customer states) are
 written one after the other, each acknowledged before the next, so a kill in between leaves
@@ -104,10 +108,14 @@ class PartitionLog:
         not applied overwritten with the store's values before it, then the marker of the
         checkpoint the store is at; none if everything read is applied."""
         self.flush()
-        if self.number is None:  # no marker: an empty log, or one written before markers
+        if self.number is None:
+            # no marker: an empty log, or one written before markers existed, applied as it
+            # stands. A marker (0) then starts the log: otherwise the first checkpoint cut
+            # short would look like an old log and be applied in part
             self.store.restored(self.unfinished.items(), end_offset)
             self.unfinished = {}
-            return []
+            self.store.checkpoint = 0
+            return [(CHECKPOINT_MARKER, marker_value(0))]
         assert self.last_marker is not None
         undone, number = self.unfinished, self.number
         if agreed is not None and number > agreed:
@@ -202,7 +210,9 @@ async def restore(
             await asyncio.gather(*await send(records))  # acknowledged before the store is read
             changes = len(undo) - 1
             undone += changes
-            if partition_log.store.checkpoint != ahead:
+            if ahead is None:
+                log.debug("%s: no marker yet; the log starts with checkpoint 0", tp)
+            elif partition_log.store.checkpoint != ahead:
                 log.warning(
                     "%s: checkpoint %s finished here but not in the partition's other stores; "
                     "%d changes undone",

@@ -4,9 +4,12 @@ written to `kpi_minute` as cumulative rows versioned by the facts counted.
 Crash safety follows the checkpoint's order: rows (and the shard's progress) first, then
 the cells' state, made durable *before* the customer states, then the offsets. A crash
 before the cells are saved replays the same facts onto the last saved cells, so the rows
-written again carry the same versions and counts; a crash between the cells and the
-customer states replays facts the cells already counted, and each cell skips them by the
-per-customer fact sequence it keeps.
+written again carry the same versions and counts. A crash between the cells and the
+customer states leaves the cells one checkpoint ahead in their changelog: the restore takes
+them back to the checkpoint the customer states finished (runtime/changelog.py), since the
+facts regenerated from older customer states may come in another order. The per-customer
+fact sequence each mark keeps skips facts counted already when they come again in the same
+order.
 """
 
 from __future__ import annotations

@@ -118,12 +118,25 @@ def test_a_checkpoint_ahead_without_the_one_before_it_in_view_is_applied() -> No
     assert store.checkpoint == 4
 
 
-def test_a_log_from_before_markers_is_applied_whole() -> None:
+def test_a_log_from_before_markers_is_applied_whole_then_marked() -> None:
     store = _store()
     partition_log = PartitionLog(store)
-    assert partition_log.end(_read(partition_log, [(b"a", b"1"), (b"b", b"2")]), agreed=None) == []
+    end = _read(partition_log, [(b"a", b"1"), (b"b", b"2")])
+    assert partition_log.end(end, agreed=None) == [_marker(0)]
     assert dict(store.items()) == {b"a": b"1", b"b": b"2"}
     assert store.backend.next_offset() == 2
+
+
+def test_an_empty_log_gets_a_first_marker_so_a_first_checkpoint_cut_short_is_undone() -> None:
+    store = _store()
+    first = PartitionLog(store)
+    assert first.end(0, agreed=None) == [_marker(0)]
+    assert store.checkpoint == 0
+    # the first checkpoint's changes, cut short before their marker: undone, not applied
+    again = PartitionLog(_store())
+    end = _read(again, [_marker(0), (b"cell", b"1"), (b"cell2", b"1")])
+    assert again.end(end, agreed=0) == [(b"cell", None), (b"cell2", None), _marker(0)]
+    assert dict(again.store.items()) == {}
 
 
 def test_a_kept_store_reads_from_inside_its_last_checkpoint() -> None:
