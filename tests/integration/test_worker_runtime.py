@@ -313,3 +313,44 @@ async def test_a_restore_brings_the_kpi_cells_back_to_the_checkpoint_the_custome
         (CHECKPOINT_MARKER, marker_value(1)),
     ]
     assert len(await consume_all(kafka_bootstrap, customers_topic, 2)) == 2  # nothing to undo there
+
+
+async def test_a_first_checkpoint_cut_short_is_undone_not_taken_for_a_log_from_before_markers(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The first restore of a partition finds its logs empty and starts them with a marker
+    (checkpoint 0). A kill in the middle of the first checkpoint then leaves records after
+    that marker, which the next restore undoes: without it, a log holding only the first
+    batches of KPI cells looked like one from before markers and was applied as it stood."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, partitions="1")
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    cells_topic = changelog_topic(settings, KPI_CELLS)
+    options = {"bootstrap_servers": kafka_bootstrap}
+    kafka_producer = AIOKafkaProducer(**options, enable_idempotence=True)
+    await kafka_producer.start()
+    try:
+        producer = Producer(kafka_producer)
+
+        async def restored() -> list[PartitionStore]:
+            group = [PartitionStore(name, 0, MemoryBackend()) for name in (CUSTOMERS, KPI_CELLS)]
+            await restore([group], partial(changelog_topic, settings), options, producer.send_tracked)
+            return group
+
+        first = await restored()
+        cut_short = [OutputRecord(cells_topic, key, b"counts", 0) for key in (b"cell-a", b"cell-b")]
+        await asyncio.gather(*await producer.send_tracked(cut_short))  # then the kill
+        second = await restored()
+    finally:
+        await kafka_producer.stop()
+    assert [store.checkpoint for store in first] == [0, 0]
+    assert [dict(store.items()) for store in second] == [{}, {}]
+    log = await consume_all(kafka_bootstrap, cells_topic, 6)
+    assert [(record.key, record.value) for record in log] == [
+        (CHECKPOINT_MARKER, marker_value(0)),
+        (b"cell-a", b"counts"),
+        (b"cell-b", b"counts"),
+        (b"cell-a", None),
+        (b"cell-b", None),
+        (CHECKPOINT_MARKER, marker_value(0)),
+    ]

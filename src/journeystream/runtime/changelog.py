@@ -195,6 +195,7 @@ async def restore(
     finally:
         await consumer.stop()
     undone = 0
+    writes: list[OutputRecord] = []
     for group in groups:
         group_logs = [(tp, logs[tp]) for tp in (tp_of(store) for store in group)]
         numbers = [
@@ -204,17 +205,14 @@ async def restore(
         for tp, partition_log in group_logs:
             ahead = partition_log.number
             undo = partition_log.end(ends[tp], agreed)
-            if not undo:
-                continue
-            records = [OutputRecord(tp.topic, key, value, tp.partition) for key, value in undo]
-            await asyncio.gather(*await send(records))  # acknowledged before the store is read
-            changes = len(undo) - 1
+            writes += [OutputRecord(tp.topic, key, value, tp.partition) for key, value in undo]
+            changes = max(0, len(undo) - 1)
             undone += changes
-            if ahead is None:
-                log.debug("%s: no marker yet; the log starts with checkpoint 0", tp)
-            elif partition_log.store.checkpoint != ahead:
+            if not changes:
+                continue
+            if ahead is not None and partition_log.store.checkpoint != ahead:
                 log.warning(
-                    "%s: checkpoint %s finished here but not in the partition's other stores; "
+                    "%s: checkpoint %d finished here but not in the partition's other stores; "
                     "%d changes undone",
                     tp,
                     ahead,
@@ -222,6 +220,8 @@ async def restore(
                 )
             else:
                 log.warning("%s: a checkpoint had not finished writing; %d changes undone", tp, changes)
+    if writes:
+        await asyncio.gather(*await send(writes))  # acknowledged before any store is read
     log.info(
         "restored %s: %d changelog records in %.2fs%s",
         ", ".join(f"{store.name}-{store.partition}" for store in stores),
