@@ -71,6 +71,14 @@ class MemoryBackend:
         return self._bytes
 
 
+WRITE_BUFFER_BYTES = 8 << 20
+"""RocksDB's memtable size, per store partition (RocksDB's default is 64 MiB, two of them
+at most). A worker opens one database per store and partition (12 with 4 partitions), and
+each kept its memtables full: 4 databases of 250 000 states of 400 bytes held 305 MB of
+RSS with the default and 65 MB with 8 MiB. The state is on disk and in the changelog;
+smaller memtables only mean more, smaller flushes."""
+
+
 class RocksBackend:
     """RocksDB through rocksdict (raw bytes), the changelog offset in a file beside it
     (written after the data: a crash in between only replays a tail)."""
@@ -80,6 +88,8 @@ class RocksBackend:
 
         self._path = path
         self._options = Options(raw_mode=True)
+        self._options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        self._options.set_max_write_buffer_number(2)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), options=self._options)
         self._offset_file = path.with_suffix(".offset")
