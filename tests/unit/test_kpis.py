@@ -7,6 +7,7 @@ import json
 from dataclasses import fields
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -550,6 +551,47 @@ def test_customer_marks_are_forgotten_with_their_minutes() -> None:
     # a replay of C2's fact is still recognised; C1's would be too late anyway
     accumulator.add(applied(2, "page_view", "C2", at=T0 + 5 * MIN), origin=("C2", (T0 + 5 * MIN) * 1000))
     assert accumulator.replayed == 1
+
+
+def test_a_customer_counts_once_per_cell_across_many_cells_in_either_form() -> None:
+    """A mark holds its cells in a tuple while they are few, a set beyond SMALL_MARK: in
+    either form a customer counts once per cell, and its stored state round-trips."""
+    many = kpis.SMALL_MARK * 3
+    facts = [applied(n, "page_view", "C1", channel="web", at=T0 + n * MIN) for n in range(many)]
+    for batched in (False, True):
+        accumulator = KpiAccumulator(KINDS)
+        for _ in range(2):  # the same events twice (no origins): customers still counted once
+            if batched:
+                accumulator.add_many(facts)
+            else:
+                for fact in facts:
+                    accumulator.add(fact)
+        cells = dict(accumulator.cells())
+        assert len(cells) == many
+        assert {(counts.events, counts.customers) for counts in cells.values()} == {(2, 1)}
+        state = accumulator.mark_state("C1")
+        assert state is not None and len(state[1]) == many
+        restored = KpiAccumulator(KINDS)
+        restored.load_mark("C1", orjson.loads(orjson.dumps(state)))
+        assert restored.mark_state("C1") == state
+        accumulator.evict(T0 + (many - 2) * MIN)  # back to a few cells: a tuple again
+        assert accumulator.mark_state("C1") == [
+            None,
+            [[T0 + n * MIN, "web", "billing", "premium"] for n in (many - 2, many - 1)],
+        ]
+        accumulator.add_many([applied(99, "page_view", "C1", channel="web", at=T0 + (many - 1) * MIN)])
+        assert dict(accumulator.cells())[(T0 + (many - 1) * MIN, "web", "billing", "premium")].customers == 1
+
+
+def test_restored_marks_share_one_key_per_cell() -> None:
+    """A million restored marks must not each hold a cell tuple and three strings of their
+    own: marks naming the same cell share one key."""
+    stored = [(f"C{n}", [n, [[T0, "web", "billing", "premium"]]]) for n in range(3)]
+    accumulator = KpiAccumulator(KINDS)
+    accumulator.load_marks(orjson.loads(orjson.dumps(stored)))
+    keys = [next(iter(accumulator._marks[f"C{n}"].cells)) for n in range(3)]
+    assert keys[0] == WEB
+    assert keys[0] is keys[1] is keys[2]
 
 
 def test_add_many_counts_a_batch_as_add_does_one_fact_at_a_time() -> None:

@@ -344,7 +344,9 @@ class KpiAccumulator:
 
     Per customer key, a mark holds the last fact sequence counted (see `add`) and the recent
     cells the key was active in (distinct customers per cell). Keeping them per key rather
-    than per cell keeps every stored value small however busy a cell gets.
+    than per cell keeps every stored value small however busy a cell gets. A million
+    customers keep a mark each: the marks refer to one shared key tuple per cell
+    (`_cell_keys`), not a tuple (and three strings) of their own.
     """
 
     def __init__(self, kinds: ChannelKinds | None = None) -> None:
@@ -352,6 +354,7 @@ class KpiAccumulator:
         self._cells: dict[CellKey, KpiCounts] = {}
         self._marks: dict[str, CustomerMark] = {}
         self._marks_by_minute: dict[int, set[str]] = {}  # minute -> keys whose mark refers to it
+        self._cell_keys: dict[CellKey, CellKey] = {}  # the one key tuple of each cell the marks use
         self._dirty: set[CellKey] = set()
         self._dirty_marks: set[str] = set()
         self.floor_ms: int | None = None  # cells before it were evicted and are not counted again
@@ -471,6 +474,7 @@ class KpiAccumulator:
             setattr(counts_of, name, total)
         last_key: str | None = None
         mark = CustomerMark()
+        cell_keys = self._cell_keys
         for cell, customer_key in customers:
             # self._add_customer(cell, customer_key), inlined
             if customer_key != last_key:
@@ -481,7 +485,7 @@ class KpiAccumulator:
                     found = marks[customer_key] = CustomerMark()
                 mark = found
             if cell not in mark.cells:
-                mark.cells.add(cell)
+                mark.cells = _with_cell(mark.cells, cell_keys.setdefault(cell, cell))
                 self._index(customer_key, cell[0])
                 self._cell(cell).customers += 1
 
@@ -523,6 +527,8 @@ class KpiAccumulator:
         for key in old:
             del self._cells[key]
             self._dirty.discard(key)
+        for key in [key for key in self._cell_keys if key[0] < before_ms]:
+            del self._cell_keys[key]
         for minute in [m for m in self._marks_by_minute if m < before_ms]:
             for customer in self._marks_by_minute.pop(minute):
                 self._prune_mark(customer, before_ms)
@@ -568,9 +574,10 @@ class KpiAccumulator:
     def load_marks(self, marks: Iterable[tuple[str, list[Any]]]) -> None:
         """Restore customer marks saved by `mark_state`, in one loop: a restart loads one
         per customer active within the horizon (a million, for a large contact centre)."""
-        saved, by_minute = self._marks, self._marks_by_minute
+        saved, by_minute, cell_keys = self._marks, self._marks_by_minute, self._cell_keys
         for key, (seq, cells) in marks:
-            saved[key] = CustomerMark(seq, {(m, c, j, s) for m, c, j, s in cells})
+            keys = [cell_keys.setdefault(cell, cell) for cell in ((m, c, j, s) for m, c, j, s in cells)]
+            saved[key] = CustomerMark(seq, _cells_of(keys))
             minutes = {cell[0] for cell in cells}
             if seq is not None:
                 minutes.add(minute_of(seq // 1000))
@@ -622,7 +629,7 @@ class KpiAccumulator:
     def _add_customer(self, cell: CellKey, customer_key: str) -> None:
         mark = self._mark(customer_key)
         if cell not in mark.cells:
-            mark.cells.add(cell)
+            mark.cells = _with_cell(mark.cells, self._cell_keys.setdefault(cell, cell))
             self._index(customer_key, cell[0])
             self._cell(cell).customers += 1
 
@@ -633,7 +640,7 @@ class KpiAccumulator:
         mark = self._marks.get(customer)
         if mark is None:
             return
-        kept = {cell for cell in mark.cells if cell[0] >= before_ms}
+        kept = _cells_of([cell for cell in mark.cells if cell[0] >= before_ms])
         if len(kept) != len(mark.cells):
             mark.cells = kept
             self._dirty_marks.add(customer)
@@ -645,10 +652,30 @@ class KpiAccumulator:
 @dataclass(slots=True)
 class CustomerMark:
     """What the accumulator counted for one customer key: the last fact sequence, and the
-    cells the key was active in (each counts the key once among its distinct customers)."""
+    cells the key was active in (each counts the key once among its distinct customers).
+    A tuple while they are few, as they mostly are (one, for most keys): an empty set alone
+    is 216 bytes, times a million customers; a set beyond SMALL_MARK cells, where a scan
+    would cost more than it saves."""
 
     seq: int | None = None
-    cells: set[CellKey] = field(default_factory=set)
+    cells: tuple[CellKey, ...] | set[CellKey] = ()
+
+
+SMALL_MARK = 8
+
+
+def _with_cell(
+    cells: tuple[CellKey, ...] | set[CellKey], cell: CellKey
+) -> tuple[CellKey, ...] | set[CellKey]:
+    """`cells` with `cell` added (not in it yet): a new tuple, or the set itself."""
+    if type(cells) is set:
+        cells.add(cell)
+        return cells
+    return (*cells, cell) if len(cells) < SMALL_MARK else {*cells, cell}
+
+
+def _cells_of(cells: list[CellKey]) -> tuple[CellKey, ...] | set[CellKey]:
+    return tuple(cells) if len(cells) <= SMALL_MARK else set(cells)
 
 
 def _copy(counts: KpiCounts) -> KpiCounts:
