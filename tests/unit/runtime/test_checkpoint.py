@@ -20,7 +20,7 @@ from journeystream.core.state import event_from_list
 from journeystream.metrics import Metrics
 from journeystream.runtime.assignment import Assignment
 from journeystream.runtime.changelog import CHECKPOINT_MARKER, marker_number
-from journeystream.runtime.checkpoint import Checkpoint
+from journeystream.runtime.checkpoint import CarryOut, Checkpoint, Commit
 from journeystream.sinks.rows import ALL_TABLES
 from journeystream.stages.effects import Effects, InputRecord, OutputRecord
 from journeystream.stages.envelope import Watermark, encode_message, pack
@@ -78,6 +78,20 @@ class RecordingProducer:
         return [future]
 
 
+def _checkpoint(
+    log: list[str],
+    commit: Commit,
+    sink: RecordingSink | None = None,
+    producer: RecordingProducer | None = None,
+    erasures: CarryOut | None = None,
+) -> Checkpoint:
+    """A checkpoint over the recording stand-ins, changelog topics named `app-<store>-changelog`."""
+    stand_ins: tuple[Any, Any] = (sink or RecordingSink(log), producer or RecordingProducer(log))
+    if erasures is None:
+        return Checkpoint(*stand_ins, lambda name: f"app-{name}-changelog", commit)
+    return Checkpoint(*stand_ins, lambda name: f"app-{name}-changelog", commit, erasures=erasures)
+
+
 def _item(n: int, at: int, customer: str) -> KeyedEvent:
     event = event_from_list([f"e{n}", at, "web", "page_view", customer, None, "claim", None, None, None, {}])
     return KeyedEvent(customer, event)
@@ -108,12 +122,7 @@ async def test_rows_then_records_then_cells_then_states_then_offsets() -> None:
         log.append("commit")
         committed.update(offsets)
 
-    checkpoint = Checkpoint(
-        RecordingSink(log),  # type: ignore[arg-type]
-        RecordingProducer(log),  # type: ignore[arg-type]
-        lambda name: f"app-{name}-changelog",
-        commit,
-    )
+    checkpoint = _checkpoint(log, commit)
     await checkpoint.run(assignment, effects)
 
     assert log == [
@@ -162,13 +171,7 @@ async def test_an_erasure_is_carried_out_after_its_rows_and_tombstones_and_befor
     async def commit(offsets: dict[TopicPartition, int]) -> None:
         log.append("commit")
 
-    checkpoint = Checkpoint(
-        RecordingSink(log),  # type: ignore[arg-type]
-        RecordingProducer(log),  # type: ignore[arg-type]
-        lambda name: f"app-{name}-changelog",
-        commit,
-        erasures=carry_out,
-    )
+    checkpoint = _checkpoint(log, commit, erasures=carry_out)
     await checkpoint.emit(effects)  # as the driver does after each batch: the part waits
     await checkpoint.run(assignment, effects)
     assert log[-4:] == [
@@ -225,12 +228,7 @@ async def test_the_local_stores_take_a_checkpoint_only_once_every_changelog_has_
     async def commit(offsets: dict[TopicPartition, int]) -> None:
         log.append("commit")
 
-    checkpoint = Checkpoint(
-        RecordingSink(log),  # type: ignore[arg-type]
-        ProducerKilledBeforeTheCustomerStates(log),  # type: ignore[arg-type]
-        lambda name: f"app-{name}-changelog",
-        commit,
-    )
+    checkpoint = _checkpoint(log, commit, producer=ProducerKilledBeforeTheCustomerStates(log))
     with pytest.raises(asyncio.CancelledError):
         await checkpoint.run(assignment, Effects())
     assert "acked:app-kpi_cells-changelog" in log
@@ -261,12 +259,7 @@ async def test_the_store_delay_is_observed_once_the_raw_rows_are_written() -> No
         pass
 
     log: list[str] = []
-    checkpoint = Checkpoint(
-        SinkNotingTheDelays(log),  # type: ignore[arg-type]
-        RecordingProducer(log),  # type: ignore[arg-type]
-        lambda name: f"app-{name}-changelog",
-        commit,
-    )
+    checkpoint = _checkpoint(log, commit, sink=SinkNotingTheDelays(log))
     await checkpoint.run(assignment, Effects())
     assert observed["interaction_events"] == 0
     assert observed["rejected_events"] == 2
