@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 
 from journeystream.core.config import RulesConfig
+from journeystream.process import tune_gc
 from journeystream.simulate import SimConfig, generate
 from journeystream.stages.effects import Effects, InputRecord
 from journeystream.stages.identity import IdentityProcessor
@@ -166,7 +167,7 @@ def _prepared(events: int, customers: int, seed: int) -> list[list[InputRecord]]
     inputs = build(events, customers, seed)
     gc.collect()
     gc.freeze()  # the input is not the processors' garbage
-    gc.set_threshold(50_000, 50, 100)  # as the worker (journeystream.process.tune_gc)
+    tune_gc()  # as the worker
     return inputs
 
 
