@@ -484,24 +484,10 @@ class KpiAccumulator:
                 if found is None:
                     found = marks[customer_key] = CustomerMark()
                 mark = found
-            held = mark.cells
-            if cell in held:
-                continue
-            shared = cell_keys.setdefault(cell, cell)
-            if type(held) is tuple and len(held) < SMALL_MARK:
-                mark.cells = (*held, shared)
-            else:
-                mark.cells = _with_cell(held, shared)
-            minute = cell[0]
-            keys = by_minute.get(minute)
-            if keys is None:
-                by_minute[minute] = {customer_key}
-            else:
-                keys.add(customer_key)
-            counts_of = cells.get(cell)
-            if counts_of is None:  # not counted above: every applied event counts in its cell
-                counts_of = self._cell(cell)
-            counts_of.customers += 1
+            if cell not in mark.cells:
+                mark.cells = _with_cell(mark.cells, cell_keys.setdefault(cell, cell))
+                self._index(customer_key, cell[0])
+                self._cell(cell).customers += 1
 
     def cells(self) -> list[tuple[CellKey, KpiCounts]]:
         """Copies of every cell, ordered by key."""

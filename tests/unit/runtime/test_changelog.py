@@ -22,6 +22,13 @@ def _store() -> PartitionStore:
     return PartitionStore("kpi_cells", 0, MemoryBackend())
 
 
+def _read_all(records: Records) -> tuple[PartitionStore, PartitionLog, int]:
+    """A fresh store, its log read from offset 0, and the end offset."""
+    store = _store()
+    partition_log = PartitionLog(store)
+    return store, partition_log, _read(partition_log, records)
+
+
 def _marker(number: int) -> tuple[bytes, bytes]:
     return (CHECKPOINT_MARKER, marker_value(number))
 
@@ -52,9 +59,7 @@ def test_an_unfinished_checkpoint_is_not_applied_and_is_undone() -> None:
 
 
 def test_a_finished_log_is_applied_to_its_end() -> None:
-    store = _store()
-    partition_log = PartitionLog(store)
-    end = _read(partition_log, [(b"a", b"1"), _marker(1), (b"a", None), _marker(2)])
+    store, partition_log, end = _read_all([(b"a", b"1"), _marker(1), (b"a", None), _marker(2)])
     assert partition_log.end(end, agreed=2) == []
     assert dict(store.items()) == {}
     assert store.backend.next_offset() == 3
@@ -91,17 +96,13 @@ def test_a_checkpoint_the_partitions_other_stores_did_not_finish_is_undone() -> 
 
 
 def test_an_unfinished_checkpoint_after_the_one_undone_is_undone_too() -> None:
-    store = _store()
-    partition_log = PartitionLog(store)
-    end = _read(partition_log, [(b"a", b"1"), _marker(4), (b"a", b"2"), _marker(5), (b"c", b"9")])
+    store, partition_log, end = _read_all([(b"a", b"1"), _marker(4), (b"a", b"2"), _marker(5), (b"c", b"9")])
     assert partition_log.end(end, agreed=4) == [(b"a", b"1"), (b"c", None), _marker(4)]
     assert dict(store.items()) == {b"a": b"1"}
 
 
 def test_a_store_at_the_agreed_checkpoint_keeps_it() -> None:
-    store = _store()
-    partition_log = PartitionLog(store)
-    end = _read(partition_log, [(b"a", b"1"), _marker(6), (b"a", b"2"), _marker(7)])
+    store, partition_log, end = _read_all([(b"a", b"1"), _marker(6), (b"a", b"2"), _marker(7)])
     assert partition_log.end(end, agreed=7) == []
     assert dict(store.items()) == {b"a": b"2"}
     assert store.checkpoint == 7
@@ -110,18 +111,14 @@ def test_a_store_at_the_agreed_checkpoint_keeps_it() -> None:
 def test_a_checkpoint_ahead_without_the_one_before_it_in_view_is_applied() -> None:
     """Undoing needs the values before the checkpoint: without the marker before it in the
     read, they are unknown, and the checkpoint is applied (logged) rather than guessed at."""
-    store = _store()
-    partition_log = PartitionLog(store)
-    end = _read(partition_log, [(b"a", b"1"), _marker(3), (b"a", b"2"), _marker(4)])
+    store, partition_log, end = _read_all([(b"a", b"1"), _marker(3), (b"a", b"2"), _marker(4)])
     assert partition_log.end(end, agreed=1) == []
     assert dict(store.items()) == {b"a": b"2"}
     assert store.checkpoint == 4
 
 
 def test_a_log_from_before_markers_is_applied_whole_then_marked() -> None:
-    store = _store()
-    partition_log = PartitionLog(store)
-    end = _read(partition_log, [(b"a", b"1"), (b"b", b"2")])
+    store, partition_log, end = _read_all([(b"a", b"1"), (b"b", b"2")])
     assert partition_log.end(end, agreed=None) == [_marker(0)]
     assert dict(store.items()) == {b"a": b"1", b"b": b"2"}
     assert store.backend.next_offset() == 2
