@@ -3,6 +3,8 @@ apps in one process never collide in the global one."""
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -155,6 +157,28 @@ class Metrics:
         )
 
     # StageObserver (stages/effects.py)
+    def forget_partition(self, topic: str, partition: int, stage: str | None) -> None:
+        """Remove the gauges of a partition this worker gave up (a rebalance): its new owner
+        reports them, and a stale series here would show lag or buffered items that no
+        longer exist, summed into every dashboard and alert."""
+        label = str(partition)
+        series: list[tuple[Gauge, tuple[str, ...]]] = [(self.consumer_lag, (topic, label))]
+        if stage is not None:
+            series += [(gauge, (stage, label)) for gauge in (self.watermark, self.stage_late, self.buffered)]
+        if stage == "journeys":
+            series += [
+                (gauge, (label,))
+                for gauge in (self.state_customers, self.open_journeys, self.state_bytes, self.kpi_cells)
+            ]
+        for gauge, labels in series:
+            with contextlib.suppress(KeyError):  # never set for this partition
+                gauge.remove(*labels)
+
+    def forget_alert(self, rule: str) -> None:
+        for gauge in (self.alert_value, self.alert_firing):
+            with contextlib.suppress(KeyError):
+                gauge.remove(rule)
+
     def on_consumed(self, count: int) -> None:
         self.events_consumed.inc(count)
 

@@ -354,3 +354,57 @@ async def test_a_first_checkpoint_cut_short_is_undone_not_taken_for_a_log_from_b
         (b"cell-b", None),
         (CHECKPOINT_MARKER, marker_value(0)),
     ]
+
+
+def _series(worker: WorkerProcess, names: tuple[str, ...]) -> set[str]:
+    """The labelled series of `names` the worker reports (one per partition it owns)."""
+    return {series for series in worker.metrics() if series.split("{", 1)[0] in names and "{" in series}
+
+
+async def test_a_worker_that_gives_partitions_up_stops_reporting_their_gauges(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A second worker joins the group and takes half the partitions: the first one's lag,
+    reorder-buffer and state gauges for them go away (stale series were summed into every
+    dashboard: lag that no worker had), and the two report disjoint partitions."""
+    envs = [worker_env(kafka_bootstrap, unique_name, tmp_path / f"data{n}") for n in range(2)]
+    settings = Settings.from_env(envs[0])
+    await ensure_topics(settings)
+    base = int(time.time() * 1000) - 3_600_000
+    customers = [f"C-{n}" for n in range(40)]  # every partition of every stage gets some
+    await produce(
+        kafka_bootstrap,
+        settings.topic_interactions,
+        [(c.encode(), _event(0, base + n, c)) for n, c in enumerate(customers)],
+    )
+    names = (
+        "journeystream_consumer_lag",
+        "journeystream_buffered_items",
+        "journeystream_watermark_seconds",
+        "journeystream_open_journeys",
+        "journeystream_state_customers",
+        "journeystream_kpi_cells",
+    )
+    first, second = (WorkerProcess(env, tmp_path / f"worker{n}.log") for n, env in enumerate(envs))
+    first.start()
+    try:
+        first.wait_ready()
+        wait_for(
+            lambda: len(_series(first, ("journeystream_open_journeys",))) == 4,
+            120,
+            "all four journey partitions",
+        )
+        everything = _series(first, names)
+        second.start()
+        try:
+            second.wait_ready()
+
+            def split() -> bool:
+                ours, theirs = _series(first, names), _series(second, names)
+                return bool(ours) and bool(theirs) and not ours & theirs and ours | theirs == everything
+
+            wait_for(split, 60, "the two workers to report disjoint partitions, all of them between them")
+        finally:
+            assert second.stop() == 0, f"worker did not stop cleanly; see {second.log_path}"
+    finally:
+        assert first.stop() == 0, f"worker did not stop cleanly; see {first.log_path}"

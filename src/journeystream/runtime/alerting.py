@@ -108,6 +108,8 @@ class AlertRunner:
         if self.book is not None:
             log.info("another worker evaluates the alert rules now")
             self.book = None
+            for rule in self.rules:  # the leader reports them now; a stale "firing" here would stay
+                self.metrics.forget_alert(rule.name)
             if self.alertmanager is not None:
                 self.alertmanager.forget_all()
 

@@ -323,6 +323,7 @@ class StreamDriver:
                     log.exception("checkpoint before a rebalance failed; the new owner reads again")
             for tp in revoked:
                 self.assignment.drop(tp)
+                self.metrics.forget_partition(tp.topic, tp.partition, self._stage_of(tp))
             self.to_build -= revoked
             self.busy -= revoked  # what they still held is read again by their next owner
             self.effects.take()  # effects of dropped partitions (none after a checkpoint)
@@ -376,7 +377,8 @@ class StreamDriver:
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 lag = max(0, highwater - await self.position(tp))
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                if tp in assignment.partitions:  # not revoked meanwhile (its gauges are gone)
+                    metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         for partition, journeys in list(assignment.journeys.items()):
             label = str(partition)
             engine = journeys.engine
@@ -391,6 +393,12 @@ class StreamDriver:
             self._stage_gauges("identity", partition, identity.stage.timeline, identity.late_items)
         metrics.sink_pending_rows.set(self.sink.pending_rows)
         metrics.ready.set(1 if self.is_ready() else 0)
+
+    def _stage_of(self, tp: TopicPartition) -> str | None:
+        """The stage label of a keyed stage's partition in the gauges."""
+        if tp.topic == self.topology.by_customer:
+            return "journeys"
+        return "identity" if tp.topic == self.topology.by_device else None
 
     def _stage_gauges(self, stage: str, partition: int, timeline: Any, late: int) -> None:
         label = str(partition)
