@@ -131,6 +131,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from journeystream.metrics import Metrics
     from journeystream.runtime.app import WorkerService
+    from journeystream.runtime.processes import Helpers
     from journeystream.runtime.topics import ensure_topics
     from journeystream.sinks.clickhouse import ClickHouseWriter
     from journeystream.sinks.store import StoreTarget, migrate
@@ -144,7 +145,8 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         writer.call(lambda client: migrate(client, settings, writer.database))
         asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
-        service = WorkerService(settings, writer, Metrics(CollectorRegistry()), rules)
+        helpers = Helpers(settings, writer, rules) if settings.processes > 1 else None
+        service = WorkerService(settings, writer, Metrics(CollectorRegistry()), rules, helpers=helpers)
         worker = Worker(service, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
         try:
             worker.execute_from_commandline()

@@ -24,12 +24,20 @@ from journeystream.core.pseudonym import MIN_KEY_BYTES, Pseudonyms
 from journeystream.errors import ConfigError
 
 PREFIX = "JOURNEYSTREAM_"
+MAX_PROCESSES = 64
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _processes(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PROCESSES:
+        raise ValueError(f"must be 1..{MAX_PROCESSES}")
     return value
 
 
@@ -277,6 +285,15 @@ _SETTINGS: dict[str, _Setting] = {
         "Static consumer-group membership id, unique per worker (e.g. the pod name): a restarted worker "
         "takes its partitions back without a rebalance; empty = dynamic membership",
     ),
+    "processes": _Setting(
+        "PROCESSES",
+        "1",
+        _processes,
+        "Processes of one worker, 1..64: the worker starts PROCESSES - 1 helpers, each a member of the "
+        "consumer group with its own partitions and stores (DATA_DIR/process-N); they write to "
+        "ClickHouse through the first process, which owns the store and serves /metrics for all. "
+        "Set it to the worker's cores: the stages are Python, one core per process",
+    ),
     "kpi_horizon_ms": _Setting(
         "KPI_HORIZON_MS",
         "21600000",
@@ -377,6 +394,7 @@ class Settings:
     quiet_after_ms: int
     kafka_session_timeout_ms: int
     group_instance_id: str
+    processes: int
     kpi_horizon_ms: int
     alert_rules: str
     alertmanager_url: str

@@ -118,6 +118,19 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def helper_pids(self) -> list[int]:
+        """The worker's helper processes (JOURNEYSTREAM_PROCESSES > 1), alive now (Linux /proc)."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:  # the worker has ended
+            return []
+        return [int(child) for child in children if b"spawn_main" in _cmdline(int(child))]
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the worker to end by itself; its exit code."""
+        assert self.process is not None, "worker not started"
+        return int(self.process.wait(timeout))
+
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.port}{path}"
         try:
@@ -170,3 +183,10 @@ class WorkerProcess:
             self._log.close()
             self._log = None
         return int(self.process.returncode)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from journeystream.config import Settings
@@ -110,7 +112,7 @@ class ProbeWhileBusy:
                 except OSError as error:
                     self.failures.append(f"{path}: {error}")
                     continue
-                if status != 200:
+                if status not in ((200,) if path == "/metrics" else (200, 503)):  # 503: not ready yet
                     self.failures.append(f"{path}: {status}")
                 self.answers += 1
 
@@ -120,6 +122,13 @@ def _applied(worker: WorkerProcess) -> float:
         return worker.metrics().get("journeystream_events_applied_total", 0.0)
     except OSError:  # not serving yet (starting, or rejoining the consumer group)
         return 0.0
+
+
+def _serving(worker: WorkerProcess) -> bool:
+    try:
+        return worker.get("/health")[0] == 200
+    except OSError:
+        return False
 
 
 def _has_applied(worker: WorkerProcess, count: int) -> bool:
@@ -141,31 +150,35 @@ def assert_equals_ground_truth(
     assert kinds == truth.irritants
 
 
-async def _start(env: dict[str, str], log: Path) -> WorkerProcess:
-    worker = WorkerProcess(env, log)
-    worker.start()
-    worker.wait_ready()
-    return worker
-
-
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "2-processes"])
 async def test_live_journeys_and_irritants_equal_ground_truth_and_replay(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, processes: int
 ) -> None:
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
+    """With JOURNEYSTREAM_PROCESSES=2 the helper takes half the partitions and writes
+    through the worker's store; /metrics and /ready speak for both processes."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", processes=str(processes))
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     # the whole stream waits in the topic first: a backlog, read in order, never "quiet"
     await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
-    worker = await _start(env, tmp_path / "worker.log")
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
     try:
+        wait_for(partial(_serving, worker), 120, "the endpoints")  # up before the driver starts
         with ProbeWhileBusy(worker) as probe:
-            wait_for(partial(_has_applied, worker, EVENTS // 2), 300, "half of the stream applied")
+            wait_for(partial(_has_applied, worker, EVENTS * 9 // 10), 300, "most of the stream applied")
         # the endpoints answered within 1 s while the worker worked through its backlog
         assert probe.answers >= 5 and probe.failures == [], probe.failures
+        worker.wait_ready()
         wait_until_caught_up(worker, PARTITIONS)
         metrics = worker.metrics()
         assert metrics.get("journeystream_events_late_total") == 0.0
         assert metric_sum(metrics, "journeystream_state_bytes") > 100_000  # 2 000 customers' states
+        assert {series for series in metrics if series.startswith("journeystream_open_journeys")} == {
+            f'journeystream_open_journeys{{partition="{p}"}}' for p in range(PARTITIONS)
+        }
+        assert len(worker.helper_pids()) == processes - 1
+        assert orjson.loads(worker.get("/ready")[1])["processes"] == processes
     finally:
         assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"
 
@@ -191,17 +204,31 @@ def _kill_at_random_moment(worker: WorkerProcess, moment: str, chance: random.Ra
     elif moment == "before-first-commit":  # its partitions are assigned, its first batches read
         worker.wait_ready(timeout=120)  # assigned and consuming; the first checkpoint comes >= 1 s later
         time.sleep(chance.uniform(0.0, 0.4))
-    else:  # mid-stream, once this run has applied a random share of the stream
+    else:  # mid-stream (of the worker or of its helper), once a random share is applied
         target = chance.randint(2_000, 15_000)
         wait_for(partial(_has_applied, worker, target), 180, f"{target} applied events", interval=0.05)
         time.sleep(chance.uniform(0.0, 2.0))  # anywhere in the checkpoint cycle, not only after one
     applied, consumed, checkpoints = _applied(worker), _consumed(worker), _checkpoints(worker)
-    assert worker.kill() == -9
+    helpers = worker.helper_pids()
+    if moment == "helper":  # a helper dies: the worker stops by itself, non-zero
+        os.kill(helpers[0], signal.SIGKILL)
+        assert worker.wait(120) == 1, f"the worker went on without its helper; see {worker.log_path}"
+    else:  # the worker dies: the kernel kills its helpers at once
+        assert worker.kill() == -9
+        wait_for(lambda: not any(_alive(pid) for pid in helpers), 10, "the helpers to die with the worker")
     seconds = time.monotonic() - started
     return (
         f"{moment}: {seconds:.1f}s after start, {consumed:.0f} consumed, {applied:.0f} applied, "
         f"{checkpoints:.0f} checkpoints"
     )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended, not reaped yet
 
 
 def _checkpoints(worker: WorkerProcess) -> float:
@@ -212,20 +239,23 @@ def _checkpoints(worker: WorkerProcess) -> float:
 
 
 @pytest.mark.crash
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "2-processes"])
 async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, processes: int
 ) -> None:
     """Default settings (dynamic group membership): four kills, at start, before the first
     commit, and mid-stream twice, then a run to the end. Every table equals the ground truth
-    and the replay."""
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data")
+    and the replay. With two processes the last kill is the helper's (the worker then stops
+    by itself), the others the worker's (its helper dies with it)."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", processes=str(processes))
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])
     seed = int(os.environ.get("JOURNEYSTREAM_TEST_CRASH_SEED", str(random.randrange(10**6))))
     print(f"crash seed {seed} (JOURNEYSTREAM_TEST_CRASH_SEED repeats it)")
     chance = random.Random(seed)
-    for moment in ("starting", "before-first-commit", "mid-stream", "mid-stream"):
+    moments = ["starting", "before-first-commit", "mid-stream", "mid-stream" if processes == 1 else "helper"]
+    for moment in moments:
         worker = WorkerProcess(env, tmp_path / "worker.log")
         worker.start()
         print("kill", _kill_at_random_moment(worker, moment, chance))

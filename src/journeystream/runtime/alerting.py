@@ -26,7 +26,7 @@ from journeystream.core.alerts import (
 )
 from journeystream.metrics import Metrics
 from journeystream.runtime.alertmanager import AlertmanagerClient, alert_payload
-from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.clickhouse import StoreAccess, with_client
 from journeystream.sinks.queries import alert_states, kpi_watermark, rule_minutes
 from journeystream.sinks.rows import ALERT_STATE, ALERTS, alert_json, alert_row, alert_state_row, now_ms
 from journeystream.sinks.sink import BatchingSink
@@ -45,7 +45,7 @@ class AlertRunner:
         self,
         settings: Settings,
         rules: Sequence[Rule],
-        writer: ClickHouseWriter,
+        writer: StoreAccess,
         sink: BatchingSink,
         alerts_topic: AlertsTopic,
         metrics: Metrics,
@@ -69,7 +69,7 @@ class AlertRunner:
             return 0
         book = self.book if self.book is not None else await self._take_over()
         database = self.writer.database
-        watermark = await self.writer.run(lambda c: kpi_watermark(c, database, self.settings.partitions))
+        watermark = await self.writer.run(with_client(kpi_watermark, database, self.settings.partitions))
         if watermark is None:
             return 0
         boundaries = book.due(watermark, MAX_BOUNDARIES_PER_ROUND)
@@ -89,11 +89,11 @@ class AlertRunner:
 
     async def _minutes(self, rule: Rule, start: int, end: int) -> dict[int, Any]:
         database = self.writer.database
-        return await self.writer.run(lambda c: rule_minutes(c, database, rule, start, end))
+        return await self.writer.run(with_client(rule_minutes, database, rule, start, end))
 
     async def _take_over(self) -> AlertBook:
         database = self.writer.database
-        states, until = await self.writer.run(lambda c: alert_states(c, database))
+        states, until = await self.writer.run(with_client(alert_states, database))
         book = self.book = AlertBook(self.rules, states, until)
         for rule in self.rules:
             state = book.states[rule.name]

@@ -36,7 +36,7 @@ from journeystream.runtime.checkpoint import Checkpoint
 from journeystream.runtime.erasures import Eraser, worker_name
 from journeystream.runtime.producer import BATCH_BYTES, Producer
 from journeystream.runtime.topics import changelog_topic
-from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.clickhouse import StoreAccess
 from journeystream.sinks.rows import ALL_TABLES, now_ms, retention_days
 from journeystream.sinks.sink import BatchingSink
 from journeystream.stages.effects import Effects, OutputRecord
@@ -67,7 +67,7 @@ class StreamDriver:
     def __init__(
         self,
         settings: Settings,
-        writer: ClickHouseWriter,
+        writer: StoreAccess,
         metrics: Metrics,
         rules: Sequence[Rule] = (),
         client_options: dict[str, Any] | None = None,

@@ -1,6 +1,6 @@
 """Carrying out the parts of erasure requests this worker's stages did (stages/control.py):
 the primary part's ClickHouse rows are deleted and the request recorded in `erasures`
-(with the embedded store only this process can: it owns the folder), then every part is
+(by the process that owns the store: a helper process sends the work to it), then every part is
 reported on the control topic. The checkpoint calls this once the parts' state changes
 (tombstones on the changelogs) are durable, before it commits the offsets that read them.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from journeystream.erasure import ErasureReport, erase_rows, record
 from journeystream.runtime.producer import Producer
-from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.clickhouse import StoreAccess, with_client
 from journeystream.stages.control import control_record, report_value
 from journeystream.stages.effects import ErasurePart
 
@@ -29,7 +29,7 @@ def worker_name(app_id: str) -> str:
 class Eraser:
     def __init__(
         self,
-        writer: ClickHouseWriter,
+        writer: StoreAccess,
         producer: Producer,
         topic: str,
         worker: str,
@@ -51,7 +51,7 @@ class Eraser:
             self.on_part(part.part, "erased" if part.existed else "no-op")
             return report_value(part, self.worker)
         try:
-            report = await self.writer.run(lambda client: self._erase_rows(client, part))
+            report = await self.writer.run(with_client(erase_part, self.writer.database, part, self.worker))
         except Exception as exc:  # reported (the command exits non-zero); a new request retries
             log.error("erasure %s: ClickHouse rows not erased: %s", part.request, exc)
             self.on_part(part.part, "failed")
@@ -62,17 +62,16 @@ class Eraser:
             part, self.worker, report.rows_removed, report.rows_left, report.linked_anonymous_ids
         )
 
-    def _erase_rows(self, client: Any, part: ErasurePart) -> ErasureReport:
-        database = self.writer.database
-        if part.customer_id is not None:
-            report = erase_rows(
-                client, database, part.customer_id, anonymous=False, merged=part.anonymous_ids
-            )
-        else:
-            report = erase_rows(client, database, part.anonymous_ids[0], anonymous=True)
-        report.states_removed = int(part.existed)
-        report.worker_state = f"erased by {self.worker}"
-        report.worker_complete = True
-        report.erased_by = self.worker
-        record(client, database, report)
-        return report
+
+def erase_part(client: Any, database: str, part: ErasurePart, worker: str) -> ErasureReport:
+    """Delete one erasure part's ClickHouse rows and record the report (on the store's thread)."""
+    if part.customer_id is not None:
+        report = erase_rows(client, database, part.customer_id, anonymous=False, merged=part.anonymous_ids)
+    else:
+        report = erase_rows(client, database, part.anonymous_ids[0], anonymous=True)
+    report.states_removed = int(part.existed)
+    report.worker_state = f"erased by {worker}"
+    report.worker_complete = True
+    report.erased_by = worker
+    record(client, database, report)
+    return report

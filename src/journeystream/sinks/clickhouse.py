@@ -10,12 +10,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from journeystream.sinks.batch import Batch
 from journeystream.sinks.store import StoreTarget, connect
 
 T = TypeVar("T")
+
+
+class StoreAccess(Protocol):
+    """What the runtime needs of the store: the embedded or server writer in the process that
+    owns it, or a helper process's proxy to that writer (runtime/processes.py)."""
+
+    database: str
+
+    async def write(self, batch: Batch) -> None: ...
+
+    async def run(self, function: Callable[[Any], T]) -> T: ...
+
+
+def with_client(function: Callable[..., T], *args: Any) -> Callable[[Any], T]:
+    """`function(client, *args)` as a one-argument call that pickles (`function` defined at
+    module level): a helper process sends it to the process that owns the store."""
+    return partial(_call, function, args)
+
+
+def _call(function: Callable[..., T], args: tuple[Any, ...], client: Any) -> T:
+    return function(client, *args)
 
 
 class ClickHouseWriter:
@@ -33,9 +55,9 @@ class ClickHouseWriter:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, self._client)
 
     async def write(self, batch: Batch) -> None:
-        await self.run(lambda client: self._insert(client, batch))
+        await self.run(lambda client: self.insert(client, batch))
 
-    def _insert(self, client: Any, batch: Batch) -> None:
+    def insert(self, client: Any, batch: Batch) -> None:
         client.insert(
             f"{self.database}.{batch.table}",
             batch.data,
