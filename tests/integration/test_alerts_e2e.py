@@ -201,6 +201,7 @@ def _before(messages: list[SimMessage], until: int) -> int:
 # ---- the test -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "2-processes"])
 async def test_abandonment_spike_fires_once_and_resolves_once_through_alertmanager(
     kafka_bootstrap: str,
     unique_name: str,
@@ -208,7 +209,10 @@ async def test_abandonment_spike_fires_once_and_resolves_once_through_alertmanag
     incident: Incident,
     alertmanager: str,
     webhook: Webhook,
+    processes: int,
 ) -> None:
+    """With two processes the rules are evaluated by whichever owns by-customer partition 0,
+    its queries answered through the worker's store."""
     rules = tmp_path / "alerts.yaml"
     rules.write_text(RULES_YAML)
     env = worker_env(
@@ -220,6 +224,7 @@ async def test_abandonment_spike_fires_once_and_resolves_once_through_alertmanag
         alert_eval_ms="500",
         alert_resend_ms="2000",  # re-posts of the firing alert must not notify again
         quiet_after_ms="86400000",  # event time only: the wall clock never moves the watermark
+        processes=str(processes),
     )
     settings = Settings.from_env(env)
     await ensure_topics(settings)

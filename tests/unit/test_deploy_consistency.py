@@ -474,6 +474,8 @@ def test_k8s_manifests_use_real_settings_and_secrets(k8s: dict[str, dict[str, An
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     resources = container["resources"]
     assert resources["requests"]["cpu"] and resources["requests"]["memory"] and resources["limits"]["memory"]
+    # one process per core the container may use: more would share cores, fewer leave one idle
+    assert settings.processes == int(resources["limits"]["cpu"]), "JOURNEYSTREAM_PROCESSES = the CPU limit"
 
 
 def test_k8s_objects_select_each_other(k8s: dict[str, dict[str, Any]]) -> None:
