@@ -50,3 +50,23 @@ class Batch:
             keys = orjson.dumps([[row[i] for row in self.rows] for i in self.key_columns], default=str)
             self._token = f"{self.table}:{len(self)}:{hashlib.blake2b(keys, digest_size=16).hexdigest()}"
         return self._token
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (to the process that owns the store) as what an insert reads: the columns
+        and the token, made by the sender, so the owner's thread only inserts them."""
+        return (_unpickle, (self.table, self.columns, self.key_columns, self.data, self.token(), len(self)))
+
+
+def _unpickle(
+    table: str,
+    columns: tuple[str, ...],
+    key_columns: tuple[int, ...],
+    data: list[list[Any]],
+    token: str,
+    rows: int,
+) -> Batch:
+    batch = Batch(table, columns, ())
+    batch.key_columns = key_columns
+    batch._columns_data, batch._token = data, token
+    batch.rows = [()] * rows  # its length only: the rows themselves travel as columns
+    return batch

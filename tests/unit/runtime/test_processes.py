@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class _Store:
     def insert(self, client: str, batch: Batch) -> None:
         if batch.table == "broken":
             raise ValueError("Code: 60. Table journeys_db.broken does not exist")
-        self.inserted.append((client, list(batch.rows)))
+        self.inserted.append((client, batch.data))
 
 
 def _count_rows(client: str, table: str, factor: int) -> str:
@@ -158,7 +159,7 @@ async def test_a_helper_s_store_calls_are_carried_out_by_the_worker_s_writer() -
         batch = Batch("journeys", ["id", "n"], ["id"])
         batch.append(("j1", 1))
         await remote.write(batch)
-        assert store.inserted == [("client", [("j1", 1)])]
+        assert store.inserted == [("client", [["j1"], [1]])]
         assert await remote.run(with_client(_count_rows, "kpi_minute", 3)) == "client:kpi_minute:3"
         broken = Batch("broken", ["id"], ["id"])
         broken.append(("x",))
@@ -197,3 +198,13 @@ class _Ended:
 
     def join(self, timeout: float | None = None) -> None:
         pass
+
+
+def test_a_batch_travels_as_its_columns_and_token() -> None:
+    batch = Batch("journeys", ["id", "n", "at"], ["id", "at"])
+    for n in range(3):
+        batch.append((f"j{n}", n, 1_700_000_000_000 + n))
+    copy = pickle.loads(pickle.dumps(batch))
+    assert (copy.table, copy.columns, copy.key_columns) == (batch.table, batch.columns, batch.key_columns)
+    assert copy.data == [["j0", "j1", "j2"], [0, 1, 2], [1_700_000_000_000 + n for n in range(3)]]
+    assert copy.token() == batch.token() and len(copy) == 3
