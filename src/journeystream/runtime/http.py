@@ -33,7 +33,8 @@ class HttpEndpoints:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: forever if it never ran
+            self._server.shutdown()
         self._server.server_close()
 
 
