@@ -17,7 +17,9 @@ the bursts measure processing with the state held, not the N customers' deadline
 so they hold ~80% of BURST events.)
 
 Sizes: JOURNEYSTREAM_BENCH_OPEN (default "100000,1000000"); store: JOURNEYSTREAM_BENCH_STORE
-(default rocksdb://, the store the README recommends for large states).
+(default rocksdb://, the store the README recommends for large states); processes:
+JOURNEYSTREAM_BENCH_PROCESSES (default: one per core, as the README recommends). With
+helpers, the peak RSS is the sum of every process's peak (at most that much at once).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from journeystream.supervise import WorkerProcess, metric_sum, worker_env
 
 SIZES = tuple(int(n) for n in os.environ.get("JOURNEYSTREAM_BENCH_OPEN", "100000,1000000").split(","))
 STORE = os.environ.get("JOURNEYSTREAM_BENCH_STORE", "rocksdb://")
+PROCESSES = int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", min(os.cpu_count() or 1, 4)))
 BURST = 150_000  # a few seconds of work: the rate is read to a tenth of a second
 MINUTE_MS = 60_000
 SPAN_MS = 5 * MINUTE_MS  # event times of the starts
@@ -90,6 +93,7 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
             quiet_after_ms=str(86_400_000),
             store=STORE,
             group_instance_id=f"{name}-w0",
+            processes=str(PROCESSES),
         )
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
@@ -114,9 +118,11 @@ def _one_size(bootstrap: str, size: int) -> dict[str, float]:
         assert worker.kill() == -9
 
         recovery_s, recovered_rss = _recover(env, bootstrap, settings, Path(folder), start_ms, "R")
-        shutil.rmtree(Path(folder) / "state", ignore_errors=True)  # the local store is gone
+        for state in Path(folder).glob("**/state"):  # the local stores are gone (helpers' too)
+            shutil.rmtree(state, ignore_errors=True)
         empty_dir_s, _ = _recover(env, bootstrap, settings, Path(folder), start_ms, "S")
     return {
+        "processes": PROCESSES,
         "open_journeys": open_journeys,
         "fill_s": fill_s,
         "empty_state_events_per_s": empty_rate,
@@ -193,9 +199,12 @@ def _wait(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S, interval_
 
 
 def _peak_rss_bytes(worker: WorkerProcess) -> int:
-    """VmHWM of the worker process (Linux): its peak resident set."""
-    assert worker.process is not None
-    for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
+    """VmHWM of the worker process and of its helpers (Linux): their peak resident sets."""
+    return sum(_vm_hwm(pid) for pid in (worker.pid, *worker.helper_pids()))
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc status")

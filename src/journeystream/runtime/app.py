@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GAUGES_S = 2.0
 READY_WATCH_S = 0.2
+REPORT_S = 0.5  # a helper's counters in the worker's /metrics are at most this old (gauges: GAUGES_S)
 
 
 class WorkerService(Service):
@@ -56,6 +58,7 @@ class WorkerService(Service):
             self.http = HttpEndpoints(settings.http_host, settings.http_port, exposed, self.readiness)
         self.failed = False
         self._reported_ready = False
+        self._reported_at = 0.0
         super().__init__(**kwargs)
 
     def own_readiness(self) -> dict[str, Any]:
@@ -116,9 +119,12 @@ class WorkerService(Service):
 
     @Service.timer(READY_WATCH_S)
     async def _ready_watch(self) -> None:
-        """In a helper: a change of readiness is reported at once, not at the next gauges
-        round (the worker's /ready waits for every process)."""
-        if self.reporter is not None and self.driver.is_ready() != self._reported_ready:
+        """In a helper: a change of readiness is reported at once (the worker's /ready waits
+        for every process), the counters every REPORT_S (a report costs ~1 ms)."""
+        if self.reporter is None:
+            return
+        changed = self.driver.is_ready() != self._reported_ready
+        if changed or time.monotonic() - self._reported_at >= REPORT_S:
             await self._report()
 
     async def _report(self) -> None:
@@ -130,6 +136,7 @@ class WorkerService(Service):
             log.warning("metrics not reported to the worker: %s", exc)
             return
         self._reported_ready = bool(readiness["ready"])
+        self._reported_at = time.monotonic()
 
     @Service.task
     async def _alerts(self) -> None:

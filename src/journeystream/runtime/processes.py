@@ -7,7 +7,7 @@ driver.py): a member of the consumer group with its own partitions, stores
 (DATA_DIR/process-N), producer, checkpoint and alert runner. Its ClickHouse work (row
 batches, erasures, alert queries) goes to the worker over a pipe and is answered once done
 there, so a helper's checkpoint keeps its order: rows durable, then records and changelogs,
-then its offsets. Every few seconds a helper sends its metrics and readiness; the worker's
+then its offsets. Every half second a helper sends its metrics and readiness; the worker's
 /metrics and /ready show the sum of all processes.
 
 Failure: a helper that dies stops the worker (a non-zero exit, and the supervisor starts it
