@@ -34,6 +34,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _check_processes(values: dict[str, Any]) -> None:
+    if values["processes"] > values["partitions"]:
+        raise ConfigError(
+            f"{PREFIX}PROCESSES={values['processes']}: more than {PREFIX}PARTITIONS={values['partitions']}; "
+            "a process takes whole partitions, so the extra ones would have nothing to do"
+        )
+
+
 def _processes(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_PROCESSES:
@@ -289,8 +297,9 @@ _SETTINGS: dict[str, _Setting] = {
         "PROCESSES",
         "1",
         _processes,
-        "Processes of one worker, 1..64: the worker starts PROCESSES - 1 helpers, each a member of the "
-        "consumer group with its own partitions and stores (DATA_DIR/process-N); they write to "
+        "Processes of one worker, 1..64 and at most PARTITIONS: the worker starts PROCESSES - 1 "
+        "helpers, each a member of the consumer group with its own partitions and stores "
+        "(DATA_DIR/process-N); they write to "
         "ClickHouse through the first process, which owns the store and serves /metrics for all. "
         "Set it to the worker's cores: the stages are Python, one core per process",
     ),
@@ -430,6 +439,7 @@ class Settings:
         if not values["clickhouse_dsn"]:
             path = Path(values["data_dir"], "clickhouse").resolve()
             values["clickhouse_dsn"] = f"chdb://{path}"
+        _check_processes(values)
         _check_retention(values, time.time())
         values.update(_check_kafka_security(values))
         values.update(_check_clickhouse_security(values))

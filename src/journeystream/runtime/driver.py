@@ -338,6 +338,8 @@ class StreamDriver:
         if self.stopping:
             return
         self.to_build |= assigned
+        if not self.to_build:  # nothing for this member (more members than partitions): idle, not stuck
+            self.rebalancing = False
 
     async def _build_assigned(self) -> None:
         """Restore the stores of the assigned partitions (the changelog read yields to the

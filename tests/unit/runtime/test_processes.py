@@ -8,14 +8,15 @@ import multiprocessing
 import pickle
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from journeystream.config import Settings
-from journeystream.errors import SinkClosedError
+from journeystream.errors import ConfigError, SinkClosedError
 from journeystream.metrics import Metrics
+from journeystream.runtime.driver import StreamDriver
 from journeystream.runtime.processes import (
     Helpers,
     MergedMetrics,
@@ -208,3 +209,19 @@ def test_a_batch_travels_as_its_columns_and_token() -> None:
     assert (copy.table, copy.columns, copy.key_columns) == (batch.table, batch.columns, batch.key_columns)
     assert copy.data == [["j0", "j1", "j2"], [0, 1, 2], [1_700_000_000_000 + n for n in range(3)]]
     assert copy.token() == batch.token() and len(copy) == 3
+
+
+def test_more_processes_than_partitions_stop_start_up_with_one_line() -> None:
+    with pytest.raises(ConfigError, match="JOURNEYSTREAM_PROCESSES=5: more than JOURNEYSTREAM_PARTITIONS=4"):
+        _settings(processes="5", partitions="4")
+    assert _settings(processes="4", partitions="4").processes == 4
+
+
+async def test_a_member_given_no_partitions_is_ready_not_stuck_rebalancing() -> None:
+    """More members than partitions (workers or processes): the idle one is ready, so the
+    worker's /ready does not wait for it forever."""
+    driver = StreamDriver(_settings(), cast(Any, None), Metrics(CollectorRegistry()))
+    driver.consuming = True
+    assert not driver.is_ready()  # before its first assignment
+    await driver.assigned(set())
+    assert driver.is_ready()
