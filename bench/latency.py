@@ -6,12 +6,14 @@ moment the ingest stage's batch is durable) read as p50 / p99.
 Quantiles come from the histogram buckets (linear within a bucket, as Prometheus'
 histogram_quantile does), so they are as fine as the buckets around them. A rate the worker
 cannot sustain shows as a latency that grows with the run (the backlog), not a steady value.
+Processes: JOURNEYSTREAM_BENCH_PROCESSES (default: one per core, as the README recommends).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ RATES = (1_000.0, 5_000.0)  # the target: p99 <= 2 s at 5 000 events/s offered
 DURATION_S = 30.0
 DRAIN_TIMEOUT_S = 300.0
 HISTOGRAM = "journeystream_store_delay_seconds"
+PROCESSES = int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", min(os.cpu_count() or 1, 4)))
 
 
 def run() -> dict[str, float]:
@@ -38,6 +41,7 @@ def run() -> dict[str, float]:
             figures[f"p50_s_at_{tag}"] = p50
             figures[f"p99_s_at_{tag}"] = p99
             figures[f"produced_per_s_at_{tag}"] = achieved
+    figures["processes"] = PROCESSES
     return figures
 
 
@@ -47,7 +51,7 @@ def _one_rate(bootstrap: str, rate: float) -> tuple[float, float, float]:
         seed=9, customers=20_000, events=events, start_ms=int(time.time() * 1000), events_per_second=rate
     )
     with tempfile.TemporaryDirectory() as folder:
-        env = worker_env(bootstrap, f"latency{rate:.0f}", folder)
+        env = worker_env(bootstrap, f"latency{rate:.0f}", folder, processes=str(PROCESSES))
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
         worker = WorkerProcess(env, Path(folder) / "worker.log")

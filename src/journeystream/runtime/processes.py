@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+START_TIMEOUT_S = 120.0  # a helper's imports and settings, on a slow machine
 STOP_TIMEOUT_S = 120.0  # a helper's last checkpoint, then leaving the group
 PR_SET_PDEATHSIG = 1
 
@@ -104,7 +105,7 @@ class Helpers:
             "started %d helper processes: %s", self.count, ", ".join(str(p.pid) for p in self._processes)
         )
 
-    def wait_started(self, timeout: float = STOP_TIMEOUT_S) -> None:
+    def wait_started(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until every helper has reached the worker (its imports done, its driver next): the
         worker's own consumer joins the group then, so that most processes join the same
         generation rather than one rebalance each."""
@@ -161,6 +162,7 @@ class Helpers:
             except Exception as exc:  # an answer or error that does not pickle
                 connection.send(("error", SinkClosedError(f"{type(exc).__name__}: {exc}")))
         connection.close()
+        self._hellos[index].set()  # a helper that died before its first request: no wait for it
         process.join(5.0)
         if not self._stopping:
             reason = f"helper process {process.pid} ended (exit code {process.exitcode})"

@@ -225,3 +225,21 @@ async def test_a_member_given_no_partitions_is_ready_not_stuck_rebalancing() -> 
     assert not driver.is_ready()  # before its first assignment
     await driver.assigned(set())
     assert driver.is_ready()
+
+
+def test_a_helper_that_ends_before_reaching_the_worker_does_not_hold_its_start() -> None:
+    """E.g. an import error in the helper: the worker goes on (and stops, told by on_lost)
+    instead of waiting START_TIMEOUT_S for a hello that never comes."""
+    helpers = Helpers(_settings(processes="2"), _Store(), ())  # type: ignore[arg-type]
+    lost: list[str] = []
+    helpers.on_lost = lost.append
+    ours, theirs = multiprocessing.Pipe()
+    theirs.close()
+    serving = threading.Thread(target=helpers._serve, args=(1, ours, _Ended()), daemon=True)
+    serving.start()
+    waiting = threading.Thread(target=helpers.wait_started, daemon=True)
+    waiting.start()
+    waiting.join(5)
+    assert not waiting.is_alive()
+    serving.join(5)
+    assert lost == ["helper process 4242 ended (exit code 0)"]
