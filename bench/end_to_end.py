@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from bench.broker import fill_topic, local_broker
+from bench.machine import worker_processes
 from bench.raw_drain import drain
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
@@ -26,9 +27,8 @@ PARTITIONS = 4
 
 
 def run() -> dict[str, float]:
-    # JOURNEYSTREAM_PROCESSES as the README recommends: one per core (1 = the PR's old figure)
-    processes = int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", min(os.cpu_count() or 1, PARTITIONS)))
-    return run_once(EVENTS, CUSTOMERS, PARTITIONS, processes)
+    # one process per core unless JOURNEYSTREAM_BENCH_PROCESSES says (1 = the earlier figures)
+    return run_once(EVENTS, CUSTOMERS, PARTITIONS, worker_processes(PARTITIONS))
 
 
 def run_once(events: int, customers: int, partitions: int, processes: int = 1) -> dict[str, float]:
@@ -50,8 +50,8 @@ def run_once(events: int, customers: int, partitions: int, processes: int = 1) -
             # driver starts): the consumer group's join, and with JOURNEYSTREAM_PROCESSES > 1
             # the rebalance as the helpers join, are in the measured time
             wait_for_first_event(worker)
-            started, cpu_started = time.monotonic(), _tree_cpu_seconds(worker.pid)
-            main_started = _tree_cpu_seconds(worker.pid, main_threads=True)
+            started, cpu_started = time.monotonic(), _tree_cpu_seconds(worker)
+            main_started = _tree_cpu_seconds(worker, main_threads=True)
             half_at = None
             # one scrape per look: each costs the worker's HTTP thread ~5 ms of the GIL
             # (the main thread's), and two every 0.1 s took ~6% of the run from it
@@ -60,8 +60,8 @@ def run_once(events: int, customers: int, partitions: int, processes: int = 1) -
                     half_at = time.monotonic() - started
                 time.sleep(0.1)
             seconds = time.monotonic() - started
-            cores_used = (_tree_cpu_seconds(worker.pid) - cpu_started) / seconds
-            main_cpu_s = _tree_cpu_seconds(worker.pid, main_threads=True) - main_started
+            cores_used = (_tree_cpu_seconds(worker) - cpu_started) / seconds
+            main_cpu_s = _tree_cpu_seconds(worker, main_threads=True) - main_started
             checkpoints = worker.metrics().get("journeystream_checkpoint_seconds_count", 0.0)
         finally:
             worker.stop()
@@ -109,10 +109,10 @@ def wait_for_first_event(worker: WorkerProcess, timeout: float = 120.0) -> None:
     raise TimeoutError(f"no event read in {timeout:.0f}s; see {worker.log_path}")
 
 
-def _tree_cpu_seconds(pid: int, main_threads: bool = False) -> float:
+def _tree_cpu_seconds(worker: WorkerProcess, main_threads: bool = False) -> float:
     """The worker's CPU time with its helper processes' (JOURNEYSTREAM_PROCESSES); or only
     the processing threads' (each process's main thread)."""
-    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    pids = [worker.pid, *worker.helper_pids()]
     return sum(_cpu_seconds(each, thread=each if main_threads else None) for each in pids)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from bench.broker import local_broker
+from bench.machine import worker_processes
 from journeystream.config import Settings
 from journeystream.kafka_options import kafka_options
 from journeystream.runtime.topics import ensure_topics
@@ -29,7 +29,7 @@ RATES = (1_000.0, 5_000.0)  # the target: p99 <= 2 s at 5 000 events/s offered
 DURATION_S = 30.0
 DRAIN_TIMEOUT_S = 300.0
 HISTOGRAM = "journeystream_store_delay_seconds"
-PROCESSES = int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", min(os.cpu_count() or 1, 4)))
+PROCESSES = worker_processes()
 
 
 def run() -> dict[str, float]:

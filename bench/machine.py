@@ -30,3 +30,10 @@ def describe() -> str:
 
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def worker_processes(partitions: int = 4) -> int:
+    """JOURNEYSTREAM_PROCESSES for a bench's worker: JOURNEYSTREAM_BENCH_PROCESSES, else one
+    per core as the README recommends (and no more than the partitions)."""
+    default = min(os.cpu_count() or 1, partitions)
+    return int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", default))

@@ -36,6 +36,7 @@ from pathlib import Path
 import orjson
 
 from bench.broker import fill_topic, local_broker
+from bench.machine import worker_processes
 from journeystream.config import Settings
 from journeystream.runtime.topics import ensure_topics
 from journeystream.simulate import SimConfig, generate
@@ -43,7 +44,7 @@ from journeystream.supervise import WorkerProcess, metric_sum, worker_env
 
 SIZES = tuple(int(n) for n in os.environ.get("JOURNEYSTREAM_BENCH_OPEN", "100000,1000000").split(","))
 STORE = os.environ.get("JOURNEYSTREAM_BENCH_STORE", "rocksdb://")
-PROCESSES = int(os.environ.get("JOURNEYSTREAM_BENCH_PROCESSES", min(os.cpu_count() or 1, 4)))
+PROCESSES = worker_processes()
 BURST = 150_000  # a few seconds of work: the rate is read to a tenth of a second
 MINUTE_MS = 60_000
 SPAN_MS = 5 * MINUTE_MS  # event times of the starts

@@ -128,10 +128,6 @@ class Helpers:
         for thread in self._threads:
             thread.join(5.0)
 
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._processes if process.pid is not None]
-
     def readiness(self) -> list[dict[str, Any]]:
         """Each helper's last reported readiness (not ready until it has reported)."""
         return [
