@@ -93,13 +93,18 @@ def _replayed_kpis(
     return kpi_cells(env)
 
 
+def _store_folders(state: Path) -> set[str]:
+    """The RocksDB stores (one folder per store and partition) in a process's state folder."""
+    return {entry.name for entry in state.iterdir() if entry.is_dir()}
+
+
 def _billing(
     cells: dict[tuple[object, ...], tuple[object, ...]],
 ) -> dict[tuple[object, ...], tuple[object, ...]]:
     return {key: value for key, value in cells.items() if key[2] == "billing"}
 
 
-@pytest.mark.parametrize("pseudonymised", [False, True], ids=["raw-ids-2-processes", "pseudonymised-rocksdb"])
+@pytest.mark.parametrize("pseudonymised", [False, True], ids=["raw-ids-memory", "pseudonymised-rocksdb"])
 async def test_erase_through_a_running_worker(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path, pseudonymised: bool
 ) -> None:
@@ -107,12 +112,10 @@ async def test_erase_through_a_running_worker(
     if pseudonymised:  # the tables hold tokens; the command is given the raw id
         (tmp_path / "pseudonym.key").write_text("7d1e5c3a9b8f4e2d6c0a1b3e5f7d9c8b")
         extra["pseudonym_key_file"] = str(tmp_path / "pseudonym.key")
-    # the state on disk in one run (its files are scanned), in memory in the other; that one
-    # has two processes: the helper's erasures reach ClickHouse through the worker. (Not the
-    # RocksDB run: a process that gave a partition up keeps its local copy, erased states
-    # included, until it gets the partition back: a known defect, see docs/performance.md.)
-    rocksdb = {"store": "rocksdb://"} if pseudonymised else {"processes": "2"}
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", **extra, **rocksdb)
+    # two processes: the helper's erasures reach ClickHouse through the worker. The state is
+    # on disk in one run (its files are scanned), in memory in the other
+    store = {"store": "rocksdb://"} if pseudonymised else {}
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", processes="2", **extra, **store)
     settings = Settings.from_env(env)
     tokens = pseudonyms(settings)
     stored = (lambda raw: raw) if tokens is None else tokens.token
@@ -122,6 +125,19 @@ async def test_erase_through_a_running_worker(
     stream = _stream()
     lines = [line for line in stream.splitlines() if line]
     await produce(kafka_bootstrap, settings.topic_interactions, [(b"k", line) for line in lines])
+
+    if pseudonymised:
+        # a first life of one process keeps every partition's state on disk; in the second
+        # the helper takes half of them, and the worker's copies of those must go: the
+        # erasure below reaches only the owner's
+        first = WorkerProcess({**env, "JOURNEYSTREAM_PROCESSES": "1"}, tmp_path / "worker-first.log")
+        first.start()
+        try:
+            first.wait_ready()
+            wait_until_caught_up(first, settings.partitions)
+        finally:
+            assert first.stop() == 0, f"worker did not stop cleanly; see {first.log_path}"
+        assert len(_store_folders(tmp_path / "data" / "state")) == 3 * settings.partitions
 
     worker = WorkerProcess(env, tmp_path / "worker.log")
     worker.start()
@@ -185,6 +201,12 @@ async def test_erase_through_a_running_worker(
     data = tmp_path / "data"  # state/ of the worker, process-1/state/ of its helper
     state_files = [f for f in data.rglob("*") if f.is_file() and "state" in f.relative_to(data).parts]
     assert bool(state_files) == pseudonymised  # the RocksDB run only
+    if pseudonymised:  # each partition's state in one process only, its owner's
+        worker_held, helper_held = (
+            _store_folders(data / "state"),
+            _store_folders(data / "process-1" / "state"),
+        )
+        assert worker_held and helper_held and not worker_held & helper_held, (worker_held, helper_held)
     for file in state_files:  # RocksDB's tables, logs and manifests: raw bytes, and hex (its LOG)
         content = file.read_bytes()
         for needle in (customer.encode(), anonymous.encode()):

@@ -11,7 +11,8 @@ from aiokafka import TopicPartition
 
 from journeystream.config import Settings, pseudonyms, rules_config
 from journeystream.metrics import Metrics
-from journeystream.runtime.store import PartitionStore, StateChanges, open_backend
+from journeystream.runtime.store import PartitionStore, StateChanges, open_backend, remove_unowned
+from journeystream.runtime.topics import TABLES
 from journeystream.stages.control import ControlProcessor
 from journeystream.stages.effects import Effects, ErasurePart
 from journeystream.stages.identity import LINKS, IdentityProcessor
@@ -59,11 +60,29 @@ class Assignment:
         return store
 
     def stores_of(self, tp: TopicPartition) -> list[PartitionStore]:
+        return [self.store(name, tp.partition) for name in self.store_names(tp)]
+
+    def store_names(self, tp: TopicPartition) -> tuple[str, ...]:
         if tp.topic == self.topology.by_device:
-            return [self.store(name, tp.partition) for name in IdentityProcessor.stores]
+            return IdentityProcessor.stores
         if tp.topic == self.topology.by_customer:
-            return [self.store(name, tp.partition) for name in JourneyProcessor.stores]
-        return []
+            return JourneyProcessor.stores
+        return ()
+
+    def keep_only(self, assigned: set[TopicPartition]) -> list[str]:
+        """A new assignment: the local state of every stage partition not in it is deleted,
+        in memory and on disk. Kept, it would go on holding states that the partition's new
+        owner erases (GDPR); and an eager rebalance revokes everything, so the stores of
+        partitions assigned again are kept (only their changelog tail is read). Returns the
+        stores deleted."""
+        owned = {(name, tp.partition) for tp in assigned for name in self.store_names(tp)}
+        dropped = sorted(where for where in self.stores if where not in owned)
+        for where in dropped:
+            self.stores.pop(where).backend.destroy()
+        removed = {f"{name}-{partition}" for name, partition in dropped}
+        if self.settings.store == "rocksdb://":
+            removed.update(remove_unowned(Path(self.settings.data_dir), TABLES, owned))
+        return sorted(removed)
 
     def load(self, partition: int) -> _Loader:
         return _Loader(self, partition)
@@ -88,8 +107,8 @@ class Assignment:
         self.partitions.add(tp)
 
     def drop(self, tp: TopicPartition) -> None:
-        """The partition was revoked: its processors go; its stores stay (a later assignment
-        of the same partition restores only the changelog tail)."""
+        """The partition was revoked: its processors go; its stores stay until the new
+        assignment is known (see keep_only)."""
         partition = tp.partition
         if tp.topic == self.topology.interactions:
             self.ingest.forget(partition)

@@ -222,10 +222,12 @@ async def restore(
                 log.warning("%s: a checkpoint had not finished writing; %d changes undone", tp, changes)
     if writes:
         await asyncio.gather(*await send(writes))  # acknowledged before any store is read
+    purged = sum(await asyncio.to_thread(lambda: [store.purge_restored_deletions() for store in stores]))
     log.info(
-        "restored %s: %d changelog records in %.2fs%s",
+        "restored %s: %d changelog records in %.2fs%s%s",
         ", ".join(f"{store.name}-{store.partition}" for store in stores),
         read,
         time.monotonic() - started,
         f", {undone} unfinished changes undone" if undone else "",
+        f", {purged} deleted keys purged from the local files" if purged else "",
     )

@@ -329,14 +329,25 @@ class StreamDriver:
             self.effects.take()  # effects of dropped partitions (none after a checkpoint)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
-        """Only noted: aiokafka sends no heartbeat while this listener runs (its heartbeat
-        task starts again once the join is complete), so restoring and building here a
+        """The local state of partitions not assigned any more is deleted (see
+        Assignment.keep_only); the assigned ones are only noted: aiokafka sends no heartbeat
+        while this listener runs (its heartbeat task starts again once the join is
+        complete), so restoring and building here a
         partition with many stored customers outlived the session timeout, the group
         dropped the worker, and the rejoin built it all again, over and over (1 000 000
         stored customers: 11 s of building against a 10 s session). The run loop builds
         them before it handles their first records, heartbeats going on meanwhile."""
         if self.stopping:
             return
+        async with self.lock:
+            if self._checkpoint is not None:
+                try:  # a checkpoint started since the revocation writes no store deleted below
+                    await self._checkpoint.wait()
+                except Exception:
+                    log.exception("checkpoint before a rebalance failed; the new owner reads again")
+            deleted = self.assignment.keep_only(assigned)
+        if deleted:
+            log.info("deleted the local state of partitions now elsewhere: %s", ", ".join(deleted))
         self.to_build |= assigned
         if not self.to_build:  # nothing for this member (more members than partitions): idle, not stuck
             self.rebalancing = False

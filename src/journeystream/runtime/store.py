@@ -11,8 +11,9 @@ data dir. Replaying a tail the backend already holds is harmless: the values are
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,7 @@ class Backend(Protocol):
     def clear(self) -> None: ...
     def purge(self, keys: Iterable[bytes]) -> None: ...
     def close(self) -> None: ...
+    def destroy(self) -> None: ...
     def size_bytes(self) -> int: ...
 
 
@@ -66,6 +68,9 @@ class MemoryBackend:
 
     def close(self) -> None:
         pass
+
+    def destroy(self) -> None:
+        self.clear()
 
     def size_bytes(self) -> int:
         return self._bytes
@@ -127,12 +132,17 @@ class RocksBackend:
     def clear(self) -> None:
         from rocksdict import Rdict
 
-        self._db.close()
-        Rdict.destroy(str(self._path), self._options)
-        shutil.rmtree(self._path, ignore_errors=True)
-        self._offset_file.unlink(missing_ok=True)
+        self.destroy()
         self._db = Rdict(str(self._path), options=self._options)
         self._bytes = 0
+
+    def destroy(self) -> None:
+        """Close the database and delete its files and offset (the backend is unusable after)."""
+        from rocksdict import Rdict
+
+        self._db.close()
+        Rdict.destroy(str(self._path), self._options)
+        remove_files(self._path)
 
     def purge(self, keys: Iterable[bytes]) -> None:
         """Make deleted keys leave RocksDB's files (an erasure): a deletion only adds a
@@ -169,6 +179,7 @@ class PartitionStore:
         # the number of the last checkpoint written (restored) for this store; the stores of
         # one stage partition carry the same (see changelog.py)
         self.checkpoint = 0
+        self._restored_deletions: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._staged:
@@ -192,7 +203,18 @@ class PartitionStore:
             self._writing = {}
 
     def restored(self, changes: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
-        self.backend.write(dict(changes), next_offset)
+        values = dict(changes)
+        self.backend.write(values, next_offset)
+        self._restored_deletions.extend(key for key, value in values.items() if value is None)
+
+    def purge_restored_deletions(self) -> int:
+        """Make the keys deleted by the restored changelog records leave the backend's files:
+        one of them may be an erasure carried out while this copy was not in use (by another
+        owner of the partition, or before a restart). Returns how many keys."""
+        deleted, self._restored_deletions = self._restored_deletions, []
+        if deleted:
+            self.backend.purge(deleted)
+        return len(deleted)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return self.backend.items()
@@ -206,5 +228,39 @@ class PartitionStore:
 
 def open_backend(kind: str, data_dir: Path, name: str, partition: int) -> Backend:
     if kind == "rocksdb://":
-        return RocksBackend(data_dir / "state" / f"{name}-{partition}")
+        return RocksBackend(state_dir(data_dir) / f"{name}-{partition}")
     return MemoryBackend()
+
+
+def state_dir(data_dir: Path) -> Path:
+    return data_dir / "state"
+
+
+def remove_files(path: Path) -> None:
+    """A RocksDB store's folder and its offset files."""
+    shutil.rmtree(path, ignore_errors=True)
+    for suffix in (".offset", ".offset.tmp"):
+        path.with_suffix(suffix).unlink(missing_ok=True)
+
+
+_STORE_FILE = re.compile(r"(?P<name>[a-z_]+)-(?P<partition>[0-9]+)(?:\.offset(?:\.tmp)?)?")
+
+
+def remove_unowned(data_dir: Path, names: Collection[str], owned: Collection[tuple[str, int]]) -> list[str]:
+    """Delete the local copies (RocksDB folders, offset files) of the stores named `names`
+    whose partition this process does not own: left by an earlier assignment or an earlier
+    run, they would keep states erased since by the partition's owner. Returns the store
+    folders removed. Other files are left alone."""
+    folder = state_dir(data_dir)
+    if not folder.is_dir():
+        return []
+    removed = set()
+    for entry in folder.iterdir():
+        match = _STORE_FILE.fullmatch(entry.name)
+        if match is None or match["name"] not in names:
+            continue
+        store = (match["name"], int(match["partition"]))
+        if store not in owned:
+            remove_files(folder / f"{store[0]}-{store[1]}")
+            removed.add(f"{store[0]}-{store[1]}")
+    return sorted(removed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from journeystream.runtime.store import MemoryBackend, PartitionStore, RocksBackend
+from journeystream.runtime.store import MemoryBackend, PartitionStore, RocksBackend, remove_unowned, state_dir
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -72,3 +72,48 @@ def test_an_erased_keys_old_value_leaves_the_rocksdb_files(tmp_path: Path, flush
     assert backend.get(KEY) is None and backend.get(b"k7") == b"other customer 7"
     backend.close()
     assert files_holding_it() == []
+
+
+def _files_holding(folder: Path, key: bytes, value: bytes) -> list[str]:
+    needles = (value, key, key.hex().encode())  # the value, the key, as RocksDB logs it
+    return [f.name for f in folder.rglob("*") if f.is_file() and any(n in f.read_bytes() for n in needles)]
+
+
+def test_a_destroyed_rocksdb_store_leaves_no_file(tmp_path: Path) -> None:
+    backend = RocksBackend(tmp_path / "state" / "customers-3")
+    backend.write({KEY: b"state of CUST-ERASED-0042"}, next_offset=7)
+    backend.destroy()
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_only_the_stores_of_partitions_not_owned_are_removed(tmp_path: Path) -> None:
+    for name, partition in [("customers", 0), ("customers", 1), ("kpi_cells", 1), ("links", 2)]:
+        RocksBackend(state_dir(tmp_path) / f"{name}-{partition}").write({b"k": b"v"}, next_offset=1)
+    (state_dir(tmp_path) / "customers-1.offset.tmp").write_text("3")  # a write cut short
+    (state_dir(tmp_path) / "notes-1").mkdir()  # not a store of ours
+    removed = remove_unowned(tmp_path, ("customers", "kpi_cells", "links"), {("customers", 0), ("links", 2)})
+    assert removed == ["customers-1", "kpi_cells-1"]
+    left = sorted(entry.name for entry in state_dir(tmp_path).iterdir())
+    assert left == ["customers-0", "customers-0.offset", "links-2", "links-2.offset", "notes-1"]
+    assert RocksBackend(state_dir(tmp_path) / "customers-0").get(b"k") == b"v"
+
+
+def test_no_state_folder_means_nothing_to_remove(tmp_path: Path) -> None:
+    assert remove_unowned(tmp_path / "never-created", ("customers",), set()) == []
+
+
+def test_a_deletion_read_in_a_restore_leaves_the_rocksdb_files(tmp_path: Path) -> None:
+    """A copy that was not in use when the key was erased (its owner was down, or another
+    worker owned the partition) learns the deletion from the changelog tail it restores."""
+    folder = tmp_path / "customers-1"
+    store = PartitionStore("customers", 1, RocksBackend(folder))
+    store.commit({b"k%d" % n: b"other customer %d" % n for n in range(500)}, next_offset=1)
+    store.commit({KEY: b"state of CUST-ERASED-0042"}, next_offset=2)
+    store.backend._db.flush()  # type: ignore[attr-defined]  # in a table file, as after a long run
+    store.restored([(b"k2", b"another"), (KEY, None)], next_offset=5)
+    assert _files_holding(folder, KEY, b"CUST-ERASED-0042")  # deleted, but still in the files
+    assert store.purge_restored_deletions() == 1
+    assert _files_holding(folder, KEY, b"CUST-ERASED-0042") == []
+    assert store.get(b"k1") == b"other customer 1" and store.get(b"k2") == b"another"
+    assert store.purge_restored_deletions() == 0  # once
+    store.backend.close()
