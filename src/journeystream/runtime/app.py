@@ -90,6 +90,9 @@ class WorkerService(Service):
 
     async def on_stop(self) -> None:
         if self.helpers is not None:  # their last rows go through this process's store
+            # and the partitions they give up as they leave the group are not taken over
+            # (restored, read) by a worker on its way out: it checkpoints and stops first
+            await self.driver.finish()
             await asyncio.to_thread(self.helpers.stop)
         await self.driver.stop()
         if self.reporter is not None:

@@ -167,8 +167,11 @@ class StreamDriver:
         if self.alertmanager is not None:
             self.alertmanager.start()
 
-    async def stop(self) -> None:
-        """Checkpoint what was processed, leave the group, close the clients and the sink."""
+    async def finish(self) -> None:
+        """Stop handling batches, rebalances and alert rounds, and checkpoint what was
+        processed; the clients and the sink stay open (stop() closes them)."""
+        if self.stopping:
+            return
         self.stopping = True
         if self.alertmanager is not None:
             await self.alertmanager.stop()
@@ -178,6 +181,10 @@ class StreamDriver:
                     await self._checkpoint.run(self.assignment, self.effects)
                 except Exception:
                     log.exception("the last checkpoint failed; what it held is read again at the next start")
+
+    async def stop(self) -> None:
+        """Checkpoint what was processed, leave the group, close the clients and the sink."""
+        await self.finish()
         # Outside the lock: leaving the group finishes a rebalance under way, whose listener
         # returns at once now that the driver is stopping.
         if self._consumer is not None:
