@@ -254,15 +254,21 @@ def _checkpoints(worker: WorkerProcess) -> float:
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "2-processes"])
+@pytest.mark.parametrize(
+    ("processes", "store"),
+    [(1, "memory://"), (2, "memory://"), (2, "rocksdb://")],
+    ids=["1-process", "2-processes", "2-processes-rocksdb"],
+)
 async def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, processes: int
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path, stream: Stream, processes: int, store: str
 ) -> None:
     """Default settings (dynamic group membership): four kills, at start, before the first
     commit, and mid-stream twice, then a run to the end. Every table equals the ground truth
     and the replay. With two processes the last kill is the helper's (the worker then stops
-    by itself), the others the worker's (its helper dies with it)."""
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", processes=str(processes))
+    by itself), the others the worker's (its helper dies with it). With RocksDB every life
+    starts from the stores the killed one left on disk (only their changelog tail is read),
+    and deletes the copies of partitions that went to the other process."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path / "data", processes=str(processes), store=store)
     settings = Settings.from_env(env)
     await ensure_topics(settings)
     await produce(kafka_bootstrap, settings.topic_interactions, [(m.key, m.value) for m in stream.messages])

@@ -45,11 +45,12 @@ class WorkerService(Service):
         client_options: dict[str, Any] | None = None,
         helpers: Helpers | None = None,
         reporter: RemoteWriter | None = None,
+        process: int = 0,
         **kwargs: Any,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.driver = StreamDriver(settings, writer, metrics, rules, client_options)
+        self.driver = StreamDriver(settings, writer, metrics, rules, client_options, process)
         self.helpers = helpers  # the worker's helper processes, when it has some
         self.reporter = reporter  # in a helper: where its metrics and readiness go
         self.http: HttpEndpoints | None = None

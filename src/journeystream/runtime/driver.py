@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -63,6 +64,17 @@ class AlertsTopic:
         await self._producer.send([OutputRecord(self._topic, key, value)])
 
 
+def member_client_id(process: int) -> str:
+    """The group consumer's client id, for a worker's process number (0: the worker). The
+    broker names a member `client_id-<uuid>` and aiokafka's round-robin assignor deals the
+    partitions to the members in that order. With aiokafka's default client id the order,
+    and so each process's partitions, was random at every start: a RocksDB store kept on disk
+    then belonged to the other process half the time and was rebuilt from its whole changelog
+    (a process keeps no copy of a partition it does not own). With the host and the process
+    number first, a worker restarted on the same host gets its partitions back."""
+    return f"journeystream-{socket.gethostname()}-{process}"
+
+
 class StreamDriver:
     def __init__(
         self,
@@ -71,7 +83,9 @@ class StreamDriver:
         metrics: Metrics,
         rules: Sequence[Rule] = (),
         client_options: dict[str, Any] | None = None,
+        process: int = 0,
     ) -> None:
+        self.process = process  # 0: the worker; N: its helper N
         self.settings = settings
         self.metrics = metrics
         self.writer = writer
@@ -128,6 +142,7 @@ class StreamDriver:
         self._producer = producer = Producer(self._kafka_producer)
         self._consumer = consumer = AIOKafkaConsumer(
             **self.client_options,
+            client_id=member_client_id(self.process),
             group_id=settings.app_id,
             group_instance_id=settings.group_instance_id or None,
             enable_auto_commit=False,

@@ -296,7 +296,9 @@ def run_helper(
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     writer = RemoteWriter(connection)
-    service = WorkerService(settings, writer, Metrics(CollectorRegistry()), rules, reporter=writer)
+    service = WorkerService(
+        settings, writer, Metrics(CollectorRegistry()), rules, reporter=writer, process=index
+    )
     worker = Worker(service, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -96,8 +96,12 @@ class RocksBackend:
         self._options.set_write_buffer_size(WRITE_BUFFER_BYTES)
         self._options.set_max_write_buffer_number(2)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=self._options)
         self._offset_file = path.with_suffix(".offset")
+        if path.exists() and not self._offset_file.exists():
+            # a deletion cut short (the offset goes first), or a first write cut short: what
+            # the folder holds is not known to match any changelog offset; rebuilt from 0
+            shutil.rmtree(path)
+        self._db = Rdict(str(path), options=self._options)
         self._bytes = 0
 
     def get(self, key: bytes) -> bytes | None:
@@ -237,10 +241,12 @@ def state_dir(data_dir: Path) -> Path:
 
 
 def remove_files(path: Path) -> None:
-    """A RocksDB store's folder and its offset files."""
-    shutil.rmtree(path, ignore_errors=True)
-    for suffix in (".offset", ".offset.tmp"):
+    """A RocksDB store's offset files, then its folder: a deletion cut short by a crash
+    leaves a folder without an offset, which the next open deletes (a folder left with its
+    offset but missing files would restore only a tail onto a partial store)."""
+    for suffix in (".offset.tmp", ".offset"):
         path.with_suffix(suffix).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 _STORE_FILE = re.compile(r"(?P<name>[a-z_]+)-(?P<partition>[0-9]+)(?:\.offset(?:\.tmp)?)?")

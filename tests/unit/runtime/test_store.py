@@ -117,3 +117,16 @@ def test_a_deletion_read_in_a_restore_leaves_the_rocksdb_files(tmp_path: Path) -
     assert store.get(b"k1") == b"other customer 1" and store.get(b"k2") == b"another"
     assert store.purge_restored_deletions() == 0  # once
     store.backend.close()
+
+
+def test_a_folder_without_its_offset_is_rebuilt_from_the_changelog_start(tmp_path: Path) -> None:
+    """A deletion cut short by a crash removed the offset first: the folder left behind,
+    whole or in part, is not trusted."""
+    folder = tmp_path / "customers-2"
+    backend = RocksBackend(folder)
+    backend.write({b"k": b"v"}, next_offset=9)
+    backend.close()
+    folder.with_suffix(".offset").unlink()
+    reopened = RocksBackend(folder)
+    assert list(reopened.items()) == [] and reopened.next_offset() == 0
+    reopened.close()
