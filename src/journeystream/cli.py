@@ -131,7 +131,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from journeystream.metrics import Metrics
     from journeystream.runtime.app import WorkerService
-    from journeystream.runtime.processes import Helpers
+    from journeystream.runtime.processes import Helpers, remove_retired_helpers
     from journeystream.runtime.topics import ensure_topics
     from journeystream.sinks.clickhouse import ClickHouseWriter
     from journeystream.sinks.store import StoreTarget, migrate
@@ -140,6 +140,9 @@ def _worker(args: argparse.Namespace) -> int:
     log.info("settings: %s", settings.describe())
     rules = load_alert_rules(settings)  # a broken rules file stops the worker before it starts
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    retired = remove_retired_helpers(Path(settings.data_dir), settings.processes)
+    if retired:
+        log.info("deleted the data of helpers this worker no longer has: %s", ", ".join(retired))
     asyncio.run(ensure_topics(settings))  # reaches the broker first: one line and exit 2 if it cannot
     writer = ClickHouseWriter(StoreTarget.from_settings(settings))
     try:

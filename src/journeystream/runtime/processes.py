@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,6 +65,19 @@ def helper_settings(settings: Settings, index: int) -> Settings:
         data_dir=str(Path(settings.data_dir) / f"process-{index}"),
         group_instance_id=f"{settings.group_instance_id}-{index}" if settings.group_instance_id else "",
     )
+
+
+def remove_retired_helpers(data_dir: Path, processes: int) -> list[str]:
+    """Delete the data dirs of helpers this worker no longer has (JOURNEYSTREAM_PROCESSES
+    lowered since the last start): their RocksDB copies would keep states erased since.
+    Returns the folders' names."""
+    removed = []
+    for entry in data_dir.glob("process-*"):
+        number = entry.name.removeprefix("process-")
+        if entry.is_dir() and number.isdigit() and int(number) >= processes:
+            shutil.rmtree(entry)
+            removed.append(entry.name)
+    return sorted(removed)
 
 
 # ---- in the worker -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from journeystream.runtime.processes import (
     helper_settings,
     merge,
     merged_readiness,
+    remove_retired_helpers,
 )
 from journeystream.sinks.batch import Batch
 from journeystream.sinks.clickhouse import with_client
@@ -119,6 +120,18 @@ def test_a_helper_has_its_own_stores_and_membership_id() -> None:
     assert second.group_instance_id == "pod-0-2"
     assert helper_settings(_settings(processes="2"), 1).group_instance_id == ""  # dynamic stays dynamic
     assert second.clickhouse_dsn == settings.clickhouse_dsn  # one store, owned by the worker
+
+
+def test_the_data_of_helpers_a_worker_no_longer_has_is_deleted(tmp_path: Path) -> None:
+    """JOURNEYSTREAM_PROCESSES lowered from 4 to 2: helpers 2 and 3 are gone, and their
+    RocksDB copies with them (an erasure would never reach them again)."""
+    for number in (1, 2, 3):
+        (tmp_path / f"process-{number}" / "state" / "customers-0").mkdir(parents=True)
+    (tmp_path / "state" / "customers-1").mkdir(parents=True)  # the worker's own
+    (tmp_path / "process-notes").mkdir()  # not a helper's
+    assert remove_retired_helpers(tmp_path, processes=2) == ["process-2", "process-3"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["process-1", "process-notes", "state"]
+    assert remove_retired_helpers(tmp_path / "missing", processes=1) == []
 
 
 @pytest.mark.parametrize("text", ["0", "65", "two"])
