@@ -352,13 +352,13 @@ class StreamDriver:
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
         """The local state of partitions not assigned any more is deleted (see
-        Assignment.keep_only); the assigned ones are only noted: aiokafka sends no heartbeat
+        Assignment.keep_only); the assigned ones are only noted. aiokafka sends no heartbeat
         while this listener runs (its heartbeat task starts again once the join is
-        complete), so restoring and building here a
-        partition with many stored customers outlived the session timeout, the group
-        dropped the worker, and the rejoin built it all again, over and over (1 000 000
-        stored customers: 11 s of building against a 10 s session). The run loop builds
-        them before it handles their first records, heartbeats going on meanwhile."""
+        complete), so restoring and building here a partition with many stored customers
+        outlived the session timeout, the group dropped the worker, and the rejoin built it
+        all again, over and over (1 000 000 stored customers: 11 s of building against a
+        10 s session). The run loop builds them before it handles their first records,
+        heartbeats going on meanwhile."""
         if self.stopping:
             return
         async with self.lock:
