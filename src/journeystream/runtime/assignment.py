@@ -162,14 +162,11 @@ class Assignment:
     def purge(self, erasures: Sequence[ErasurePart]) -> None:
         """The erased keys leave the local stores' files (their deletions are written by now),
         once per store."""
-        keys: dict[tuple[str, int], list[bytes]] = {}
-        for part in erasures:
-            for name in part.stores:
-                keys.setdefault((name, part.partition), []).append(part.key.encode())
-        for where, erased in keys.items():
+        touched = {(name, part.partition) for part in erasures for name in part.stores}
+        for where in sorted(touched):
             store = self.stores.get(where)
             if store is not None:
-                store.backend.purge(erased)
+                store.backend.purge()
 
     def rows_durable(self, produced_at: list[int], now_s: float) -> None:
         """Input records produced at these times (ms) have their raw rows stored."""

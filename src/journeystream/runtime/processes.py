@@ -58,11 +58,14 @@ _LOWEST = frozenset({"journeystream_ready"})
 _HIGHEST = frozenset({"journeystream_alert_evaluated_seconds"})
 
 
+HELPER_DIR = "process-"  # DATA_DIR/process-N: helper N's data dir
+
+
 def helper_settings(settings: Settings, index: int) -> Settings:
     """A helper's settings: its own stores, its own static membership id (when set)."""
     return dataclasses.replace(
         settings,
-        data_dir=str(Path(settings.data_dir) / f"process-{index}"),
+        data_dir=str(Path(settings.data_dir) / f"{HELPER_DIR}{index}"),
         group_instance_id=f"{settings.group_instance_id}-{index}" if settings.group_instance_id else "",
     )
 
@@ -72,8 +75,8 @@ def remove_retired_helpers(data_dir: Path, processes: int) -> list[str]:
     lowered since the last start): their RocksDB copies would keep states erased since.
     Returns the folders' names."""
     removed = []
-    for entry in data_dir.glob("process-*"):
-        number = entry.name.removeprefix("process-")
+    for entry in data_dir.glob(f"{HELPER_DIR}*"):
+        number = entry.name.removeprefix(HELPER_DIR)
         if entry.is_dir() and number.isdigit() and int(number) >= processes:
             shutil.rmtree(entry)
             removed.append(entry.name)

@@ -67,7 +67,7 @@ def test_an_erased_keys_old_value_leaves_the_rocksdb_files(tmp_path: Path, flush
         ]
 
     assert files_holding_it()  # deleted, but still in the files
-    backend.purge([KEY])
+    backend.purge()
     assert files_holding_it() == []
     assert backend.get(KEY) is None and backend.get(b"k7") == b"other customer 7"
     backend.close()
