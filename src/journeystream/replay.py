@@ -27,7 +27,11 @@ from journeystream.stages.local import LocalStages
 log = logging.getLogger(__name__)
 
 LINES_PER_BATCH = 2000
-BATCHES_PER_CHECKPOINT = 10  # a journey touched many times is written once per checkpoint
+# A journey or customer touched many times is written once per checkpoint: every 100 000
+# lines rather than every 20 000 made the whole command ~1.35x faster on the replay bench's
+# file (17.7 -> 13.2 s) for ~25% more peak memory (0.95 -> 1.19 GB): the facts of one
+# checkpoint wait in memory until it.
+BATCHES_PER_CHECKPOINT = 50
 
 
 @dataclass
