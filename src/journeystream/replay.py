@@ -27,10 +27,9 @@ from journeystream.stages.local import LocalStages
 log = logging.getLogger(__name__)
 
 LINES_PER_BATCH = 2000
-# A journey or customer touched many times is written once per checkpoint: every 100 000
-# lines rather than every 20 000 made the whole command ~1.35x faster on the replay bench's
-# file (17.7 -> 13.2 s) for ~25% more peak memory (0.95 -> 1.19 GB): the facts of one
-# checkpoint wait in memory until it.
+# A journey or customer touched many times is written once per checkpoint. Every 100 000
+# lines rather than 20 000: `bench replay` x1.24 (docs/performance.md), for the memory of
+# the facts that wait for their checkpoint (+0.24 GB on that bench's file).
 BATCHES_PER_CHECKPOINT = 50
 
 

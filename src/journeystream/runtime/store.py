@@ -265,6 +265,7 @@ def remove_unowned(data_dir: Path, names: Collection[str], owned: Collection[tup
             continue
         name, partition = match["name"], int(match["partition"])
         if (name, partition) not in owned:
-            remove_files(folder / f"{name}-{partition}")
-            removed.add(f"{name}-{partition}")
+            store = f"{name}-{partition}"
+            remove_files(folder / store)
+            removed.add(store)
     return sorted(removed)
