@@ -253,6 +253,14 @@ _SETTINGS: dict[str, _Setting] = {
         "While the worker reads a backlog (full fetches), it checkpoints this often instead of every "
         "SINK_FLUSH_MS, with SINK_BATCH_ROWS scaled alike: fewer, larger writes of the same states",
     ),
+    "checkpoint_customers": _Setting(
+        "CHECKPOINT_CUSTOMERS",
+        "20000",
+        _positive_int,
+        "A checkpoint starts once this many customers changed since the last one, whatever the interval: "
+        "each is held as objects until its state is written (a bound on memory while a backlog of new "
+        "customers is read)",
+    ),
     "sink_max_backoff_ms": _Setting(
         "SINK_MAX_BACKOFF_MS", "30000", _positive_int, "Longest wait between retries of a failed flush"
     ),
@@ -396,6 +404,7 @@ class Settings:
     sink_batch_rows: int
     sink_flush_ms: int
     checkpoint_backlog_ms: int
+    checkpoint_customers: int
     sink_max_backoff_ms: int
     allowed_lateness_ms: int
     abandon_after_ms: int

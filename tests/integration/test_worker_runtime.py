@@ -1,7 +1,7 @@
 """The worker's runtime on the real broker: the allowed lateness it is given is the one it
 applies; its data dir is created; a broker that never answers ends start-up with one line
 and a non-zero exit; building the processors of a large state does not cost the worker its
-place in the group."""
+place in the group; a checkpoint starts once enough customers changed, whatever the interval."""
 
 from __future__ import annotations
 
@@ -408,3 +408,43 @@ async def test_a_worker_that_gives_partitions_up_stops_reporting_their_gauges(
             assert second.stop() == 0, f"worker did not stop cleanly; see {second.log_path}"
     finally:
         assert first.stop() == 0, f"worker did not stop cleanly; see {first.log_path}"
+
+
+async def test_a_checkpoint_starts_once_the_customers_changed_reach_their_bound(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """With both checkpoint intervals at 10 minutes and the rows' bound out of reach, the
+    customers changed since the last checkpoint start one: a backlog of new customers is
+    written (and its customers can leave memory) before the interval ends."""
+    env = worker_env(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path / "data",
+        partitions="1",
+        sink_flush_ms="600000",
+        checkpoint_backlog_ms="600000",
+        sink_batch_rows="1000000",
+        checkpoint_customers="100",
+    )
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    base = int(time.time() * 1000) - 3_600_000
+    customers = [f"C-{n}" for n in range(1_000)]  # one event each, a second apart
+    await produce(
+        kafka_bootstrap,
+        settings.topic_interactions,
+        [(c.encode(), _event(0, base + n * 1000, c)) for n, c in enumerate(customers)],
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        worker.wait_ready()
+
+        def written() -> bool:
+            rows = metric_sum(worker.metrics(), "journeystream_sink_rows_total", table="interaction_events")
+            return rows >= 100
+
+        wait_for(written, 90, "rows written by a checkpoint the changed customers started")
+        assert metric_sum(worker.metrics(), "journeystream_checkpoint_seconds_count") >= 1
+    finally:
+        assert worker.stop() == 0, f"worker did not stop cleanly; see {worker.log_path}"

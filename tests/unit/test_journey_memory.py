@@ -57,7 +57,10 @@ class StoredPipeline(LocalPipeline):
             self.flush()
 
     def flush(self) -> None:
-        for key, value in self.engine.dirty_states().items():
+        changed = self.engine.changed_customers  # what the runtime's checkpoint trigger reads
+        states = self.engine.dirty_states()
+        assert (changed, self.engine.changed_customers) == (len(states), 0)
+        for key, value in states.items():
             if value is None:
                 self.store.pop(key, None)
             else:

@@ -266,6 +266,12 @@ class JourneyEngine:
         messages, self._out.messages = self._out.messages, []
         return messages
 
+    @property
+    def changed_customers(self) -> int:
+        """Customers changed since the last `dirty_states()`: live until then, whatever the
+        bound on live customers."""
+        return len(self._dirty)
+
     def dirty_states(self) -> dict[str, bytes | None]:
         """Serialized state of every customer changed since the last call (None = delete)."""
         if self._evicts:

@@ -126,6 +126,10 @@ class Assignment:
         yield from self.identity.values()
         yield from self.journeys.values()
 
+    def changed_customers(self) -> int:
+        """Customers changed since the last checkpoint, over every journey partition."""
+        return sum(journeys.changed_customers for journeys in self.journeys.values())
+
     def collect(self, stamp_ms: int, now_s: float, effects: Effects) -> None:
         for processor in self.keyed():
             processor.collect(stamp_ms, now_s, effects)

@@ -64,6 +64,22 @@ class AlertsTopic:
         await self._producer.send([OutputRecord(self._topic, key, value)])
 
 
+def checkpoint_due(
+    settings: Settings, elapsed_ms: float, backlogged: bool, pending_rows: int, changed_customers: int
+) -> bool:
+    """Every SINK_FLUSH_MS when caught up (latency); every CHECKPOINT_BACKLOG_MS while
+    reading a backlog (throughput: a customer touched many times is written once); sooner
+    when the rows waiting or the customers changed reach their bound (memory: a changed
+    customer stays a live object until its state is written, whatever the engine's bound on
+    live customers)."""
+    interval_ms = settings.sink_flush_ms
+    if backlogged:
+        interval_ms = max(interval_ms, settings.checkpoint_backlog_ms)
+    rows = settings.sink_batch_rows * interval_ms // settings.sink_flush_ms
+    many_changed = changed_customers >= settings.checkpoint_customers
+    return elapsed_ms >= interval_ms or pending_rows >= rows or many_changed
+
+
 def member_client_id(process: int) -> str:
     """The group consumer's client id, for a worker's process number (0: the worker). The
     broker names a member `client_id-<uuid>` and aiokafka's round-robin assignor deals the
@@ -287,16 +303,14 @@ class StreamDriver:
         await self._checkpoint.emit(self.effects)
 
     def _checkpoint_due(self) -> bool:
-        """Every SINK_FLUSH_MS when caught up (latency); every CHECKPOINT_BACKLOG_MS while
-        reading a backlog (throughput: a customer touched many times is written once)."""
         assert self._checkpoint is not None
-        settings = self.settings
-        interval_ms = settings.sink_flush_ms
-        if self.backlogged:
-            interval_ms = max(interval_ms, settings.checkpoint_backlog_ms)
-        rows = settings.sink_batch_rows * interval_ms // settings.sink_flush_ms
-        elapsed_ms = (time.monotonic() - self._checkpoint.last) * 1000
-        return elapsed_ms >= interval_ms or self.sink.pending_rows >= rows
+        return checkpoint_due(
+            self.settings,
+            elapsed_ms=(time.monotonic() - self._checkpoint.last) * 1000,
+            backlogged=self.backlogged,
+            pending_rows=self.sink.pending_rows,
+            changed_customers=self.assignment.changed_customers(),
+        )
 
     async def _tick(self) -> None:
         """Live mode: the watermark of a caught-up, quiet input partition follows the wall

@@ -94,6 +94,11 @@ class JourneyProcessor:
         return bool(self._rest)
 
     @property
+    def changed_customers(self) -> int:
+        """Customers whose state the next checkpoint writes (held as objects until then)."""
+        return self.engine.changed_customers
+
+    @property
     def next_offset(self) -> int:
         """The first offset not wholly processed (its record is read again after a crash)."""
         return self._rest[0][0] if self._rest else self._fetched_to
