@@ -2,8 +2,8 @@
 
 A checkpoint holds every journey and irritant value of its interval until they are produced
 (tens of thousands while a backlog is read). orjson returns bytes inside a buffer of 4 KiB
-or more whatever their length, which doubled the worker's peak memory at 1 000 000 open
-journeys (docs/performance.md, sixth session)."""
+or more whatever their length, which added ~1.1 GB to the worker's peak memory at
+1 000 000 open journeys (docs/performance.md, sixth session)."""
 
 from __future__ import annotations
 
