@@ -15,7 +15,7 @@ import orjson
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import Item, KeyedEvent, MergeRequest
-from journeystream.core.state import compact
+from journeystream.core.state import dumps_exact
 from journeystream.core.timeline import Timeline
 
 ANONYMOUS_PREFIX = "anon:"
@@ -39,7 +39,7 @@ Links = list[tuple[int, str]]  # (login time, customer id), in time order
 
 
 def encode_links(links: Links) -> bytes:
-    return compact(orjson.dumps(links))
+    return dumps_exact(links)
 
 
 def decode_links(raw: bytes) -> Links:

@@ -171,27 +171,25 @@ class CustomerState:
         )
 
     def to_bytes(self) -> bytes:
-        return compact(
-            orjson.dumps(
-                [
-                    FORMAT_VERSION,
-                    self.key,
-                    self.segment,
-                    [_journey_values(j) for j in self.journeys.values()],
-                    self.digital,
-                    self.contacts,
-                    self.seen,
-                    [_session_values(s) for s in self.sessions.values()],
-                    self.touch,
-                    self.latest,
-                    self.merged_from,
-                    self.awaiting,
-                    self.held,
-                    self.pending_payloads,
-                    self.merged_into,
-                    self.fact_seq,
-                ]
-            )
+        return dumps_exact(
+            [
+                FORMAT_VERSION,
+                self.key,
+                self.segment,
+                [_journey_values(j) for j in self.journeys.values()],
+                self.digital,
+                self.contacts,
+                self.seen,
+                [_session_values(s) for s in self.sessions.values()],
+                self.touch,
+                self.latest,
+                self.merged_from,
+                self.awaiting,
+                self.held,
+                self.pending_payloads,
+                self.merged_into,
+                self.fact_seq,
+            ]
         )
 
     @classmethod
@@ -265,11 +263,11 @@ def stored_fields(raw: bytes) -> list[Any]:
     return data
 
 
-def compact(raw: bytes) -> bytes:
-    """A copy of exactly its length. orjson.dumps returns bytes inside a buffer of at least
-    4 KiB (it only shortens the length), so a value kept in memory (a stored state) would
-    hold 4 KiB however small it is."""
-    return memoryview(raw).tobytes()
+def dumps_exact(value: Any) -> bytes:
+    """orjson.dumps, copied to exactly its length: for every value kept in memory (stored
+    states, values waiting for their checkpoint). orjson returns bytes inside a buffer of
+    4 KiB or more (it only shortens the length), so each would hold that however small."""
+    return memoryview(orjson.dumps(value)).tobytes()
 
 
 def event_to_list(event: Event) -> list[Any]:

@@ -13,7 +13,7 @@ from journeystream.core.alerts import AlertState, Notification, Rule, alert_id
 from journeystream.core.events import Event
 from journeystream.core.facts import Irritant, JourneyRecord
 from journeystream.core.kpis import COUNTER_FIELDS, FACT_FIELDS, CellKey, KpiCounts
-from journeystream.core.state import compact
+from journeystream.core.state import dumps_exact
 from journeystream.sinks.sink import TableSpec, Ttl
 
 EXCERPT_BYTES: Final = 2048
@@ -322,15 +322,15 @@ def alert_json(rule: Rule, notification: Notification) -> bytes:
 
 
 def journey_json(record: JourneyRecord) -> bytes:
-    """The value on the journeys topic (key: journey_id). Exact-size (`compact`): the value
+    """The value on the journeys topic (key: journey_id). Exact-size (`dumps_exact`): the value
     waits for its checkpoint, and orjson's own buffer is 4-16 KiB whatever the length (tens
     of thousands of them held at once added ~1.1 GB to the peak at 1 000 000 open journeys)."""
-    return compact(orjson.dumps(record))
+    return dumps_exact(record)
 
 
 def irritant_json(irritant: Irritant) -> bytes:
     """The value on the irritants topic (key: irritant_id); exact-size, as `journey_json`."""
-    return compact(orjson.dumps(irritant))
+    return dumps_exact(irritant)
 
 
 def safe_text(raw: bytes) -> str:

@@ -23,7 +23,7 @@ import orjson
 from journeystream.core.facts import Fact
 from journeystream.core.journeys import Origin
 from journeystream.core.kpis import CellKey, KpiAccumulator
-from journeystream.core.state import compact  # stored values: exact-size bytes
+from journeystream.core.state import dumps_exact  # stored values: exact-size bytes
 from journeystream.core.timeline import NEVER
 from journeystream.sinks.rows import KPI_MINUTE, KPI_PROGRESS, kpi_row, progress_row
 from journeystream.stages.effects import Effects, StateChanges
@@ -91,7 +91,7 @@ class PartitionKpis:
         for key, counts in accumulator.pop_dirty_live():
             rows.append((table, kpi_row(key, counts, partition, stamp_ms)))
             # orjson writes the dataclass itself: the same object as cell_state(), in C
-            changes[cell_store_key(partition, key)] = compact(orjson.dumps(counts))
+            changes[cell_store_key(partition, key)] = dumps_exact(counts)
         if watermark > self.progress:
             self.progress = watermark
             effects.row(KPI_PROGRESS.name, progress_row(partition, watermark, stamp_ms))
@@ -102,9 +102,7 @@ class PartitionKpis:
                 changes[cell_store_key(partition, key)] = None
             accumulator.evict(floor)
         for customer, mark in accumulator.pop_dirty_marks().items():
-            changes[mark_store_key(partition, customer)] = (
-                None if mark is None else compact(orjson.dumps(mark))
-            )
+            changes[mark_store_key(partition, customer)] = None if mark is None else dumps_exact(mark)
         return changes
 
     def _floor(self, now_s: float) -> int | None:
