@@ -11,6 +11,7 @@ import asyncio
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.broker import fill_topic, local_broker
@@ -52,21 +53,19 @@ def run_once(events: int, customers: int, partitions: int, processes: int = 1) -
             wait_for_first_event(worker)
             started, cpu_started = time.monotonic(), _tree_cpu_seconds(worker)
             main_started = _tree_cpu_seconds(worker, main_threads=True)
-            half_at = None
+            samples: list[_Sample] = []
             # one scrape per look: each costs the worker's HTTP thread ~5 ms of the GIL
             # (the main thread's), and two every 0.1 s took ~6% of the run from it
-            while not _done(metrics := worker.metrics(), events):
-                if half_at is None and _done(metrics, events // 2, settled=False):
-                    half_at = time.monotonic() - started
+            while not samples or not _settled(samples, events):
+                samples.append(_sample(worker, started, cpu_started, main_started))
                 time.sleep(0.1)
-            seconds = time.monotonic() - started
-            cores_used = (_tree_cpu_seconds(worker) - cpu_started) / seconds
-            main_cpu_s = _tree_cpu_seconds(worker, main_threads=True) - main_started
+            end = _finished(samples, events)
+            half = _half(samples, events)
             checkpoints = worker.metrics().get("journeystream_checkpoint_seconds_count", 0.0)
         finally:
             worker.stop()
+    seconds = end.seconds
     worker_rate, raw_rate = events / seconds, events / raw_s
-    first_half = half_at if half_at is not None else seconds
     return {
         "events": events,
         "customers": customers,
@@ -76,14 +75,17 @@ def run_once(events: int, customers: int, partitions: int, processes: int = 1) -
         "raw_drain_events_per_s": raw_rate,
         "share_of_raw_drain": worker_rate / raw_rate,
         "seconds": seconds,
-        "first_half_events_per_s": (events // 2) / first_half,
-        "second_half_events_per_s": (events - events // 2) / max(1e-9, seconds - first_half),
-        "worker_cores_used": cores_used,
+        "first_half_events_per_s": (events // 2) / half.seconds,
+        "second_half_events_per_s": (events - events // 2) / max(1e-9, seconds - half.seconds),
+        # ahead of the last watermark when the run settled (follow-ups the simulator
+        # schedules beyond the input's end): neither applied nor waited for
+        "events_waiting_at_end": events - samples[-1].applied,
+        "worker_cores_used": end.cpu_s / seconds,
         # the processing threads alone, one per process (the embedded ClickHouse, the
         # writer and the HTTP threads use the rest): events per second of its CPU time compares trees on a
         # shared machine better than the wall-clock rate
-        "main_thread_cores_used": main_cpu_s / seconds,
-        "events_per_main_thread_cpu_s": events / max(1e-9, main_cpu_s),
+        "main_thread_cores_used": end.main_cpu_s / seconds,
+        "events_per_main_thread_cpu_s": events / max(1e-9, end.main_cpu_s),
         "checkpoints": checkpoints,
         "broker_ready_s": broker_ready_s,
     }
@@ -116,14 +118,52 @@ def _tree_cpu_seconds(worker: WorkerProcess, main_threads: bool = False) -> floa
     return sum(_cpu_seconds(each, thread=each if main_threads else None) for each in pids)
 
 
-def _done(metrics: dict[str, float], events: int, settled: bool = True) -> bool:
-    """Every event stored raw, every internal topic read, and every event applied except
-    those still ahead of the watermark (the simulator schedules some follow-ups days later).
-    Not `settled`: the first `events` stored and applied, whatever is still in flight."""
-    stored = metric_sum(metrics, "journeystream_sink_rows_total", table="interaction_events")
-    applied = metric_sum(metrics, "journeystream_events_applied_total")
-    waiting = metric_sum(metrics, "journeystream_buffered_items", stage="journeys")
-    if not settled:
-        return stored >= events and applied >= events
-    lag = metric_sum(metrics, "journeystream_consumer_lag")
-    return stored >= events and lag == 0 and applied + waiting >= events
+SETTLE_S = 3.0
+"""No event applied for this long, with every event read and stored: the run is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    seconds: float  # since the first event was read
+    stored: float  # raw rows written
+    applied: float
+    waiting: float  # buffered in the journey stage, ahead of its watermark
+    lag: float
+    cpu_s: float  # the worker's (and its helpers') CPU seconds since the clock started
+    main_cpu_s: float  # of their main threads
+
+
+def _sample(worker: WorkerProcess, started: float, cpu_started: float, main_started: float) -> _Sample:
+    metrics = worker.metrics()
+    return _Sample(
+        time.monotonic() - started,
+        metric_sum(metrics, "journeystream_sink_rows_total", table="interaction_events"),
+        metric_sum(metrics, "journeystream_events_applied_total"),
+        metric_sum(metrics, "journeystream_buffered_items", stage="journeys"),
+        metric_sum(metrics, "journeystream_consumer_lag"),
+        _tree_cpu_seconds(worker) - cpu_started,
+        _tree_cpu_seconds(worker, main_threads=True) - main_started,
+    )
+
+
+def _settled(samples: list[_Sample], events: int) -> bool:
+    """Every event read and stored, every one applied or waiting, and none applied for
+    SETTLE_S. (Read when the run ends, the gauge of waiting items can still count items a
+    watermark already on its way will release: up to half the events were.)"""
+    last = samples[-1]
+    if last.stored < events or last.lag != 0 or last.applied + last.waiting < events:
+        return False
+    since = [s for s in samples if s.seconds >= last.seconds - SETTLE_S]
+    return since[0].seconds <= last.seconds - SETTLE_S + 0.2 and since[0].applied == last.applied
+
+
+def _finished(samples: list[_Sample], events: int) -> _Sample:
+    """The first sample where every event was read and stored, and as many applied as ever
+    will be (all, but for those still waiting once the run settled)."""
+    applied = samples[-1].applied
+    return next(s for s in samples if s.stored >= events and s.lag == 0 and s.applied >= applied)
+
+
+def _half(samples: list[_Sample], events: int) -> _Sample:
+    """The first sample where half the events were stored and applied."""
+    return next(s for s in samples if s.stored >= events // 2 and s.applied >= events // 2)
