@@ -3,8 +3,9 @@ and the inputs of KPI counting. All times are epoch milliseconds (UTC)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from journeystream.core.events import Event
 
@@ -23,8 +24,7 @@ UNSPECIFIED = "unspecified"
 UNKNOWN_SEGMENT = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class JourneyRecord:
+class JourneyRecord(msgspec.Struct, frozen=True, gc=False):
     """The state of one journey at one version (SPEC §2). `ended_at` is None while open."""
 
     journey_id: str
@@ -46,8 +46,7 @@ class JourneyRecord:
     last_channel: str
 
 
-@dataclass(frozen=True, slots=True)
-class Irritant:
+class Irritant(msgspec.Struct, frozen=True, gc=False):
     irritant_id: str
     kind: str
     customer_key: str
@@ -57,11 +56,10 @@ class Irritant:
     channel: str
     occurred_at: int
     event_ids: tuple[str, ...]
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class AppliedEvent:
+class AppliedEvent(msgspec.Struct, frozen=True, gc=False):
     """A valid event once applied: its resolved customer key, journey and segment, and
     whether it arrived later than the allowed lateness. Event-level KPIs count these."""
 
@@ -73,8 +71,7 @@ class AppliedEvent:
     late: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class JourneyStarted:
+class JourneyStarted(msgspec.Struct, frozen=True, gc=False):
     """Counts at the journey's first event: its minute and channel."""
 
     journey_id: str
@@ -84,8 +81,7 @@ class JourneyStarted:
     at: int
 
 
-@dataclass(frozen=True, slots=True)
-class JourneyClosed:
+class JourneyClosed(msgspec.Struct, frozen=True, gc=False):
     """Counts at the closing time's minute, on the channel of the journey's last event."""
 
     journey_id: str
@@ -98,8 +94,7 @@ class JourneyClosed:
     inbound_contacts: int
 
 
-@dataclass(frozen=True, slots=True)
-class SessionEnded:
+class SessionEnded(msgspec.Struct, frozen=True, gc=False):
     """A digital session (session_id on a self-service digital channel) that went quiet;
     bounce rate = single-event sessions / sessions."""
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from journeystream.core import irritants as rules
 from journeystream.core import state as stored
 from journeystream.core.config import RulesConfig
@@ -45,8 +47,7 @@ FAR_FUTURE = 2**62
 _IRRITANT_TYPES = frozenset({"contact_start", "contact_answered", "contact_abandoned", "complaint", "survey"})
 
 
-@dataclass(frozen=True, slots=True)
-class KeyedEvent:
+class KeyedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event for a resolved customer key; a login carries the anonymous key to merge."""
 
     key: str
@@ -54,8 +55,7 @@ class KeyedEvent:
     merge_from: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MergeRequest:
+class MergeRequest(msgspec.Struct, frozen=True, gc=False):
     """To an anonymous key: hand your state over to `into` as of the login at `at`."""
 
     key: str
@@ -64,8 +64,7 @@ class MergeRequest:
     login_event_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class MergePayload:
+class MergePayload(msgspec.Struct, frozen=True, gc=False):
     """To a customer key: the state of anonymous key `source` (None if it had none)."""
 
     key: str
@@ -220,8 +219,7 @@ class JourneyEngine:
             self._index_stored(key, data)
             return
         state = CustomerState.from_fields(data)
-        for entry in state.seen.values():
-            entry[1] = self._applied  # applied before this start: retained as if just applied
+        _renumber_seen(state, self._applied)  # applied before this start: retained as if just applied
         state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, key))
         self._open_journeys += len(state.journeys)
@@ -409,7 +407,7 @@ class JourneyEngine:
                 self._awaiting.add(state.key)
                 return
             self._merge(state, item.merge_from, _as_bytes(payload))
-        state.seen[event.event_id] = [event.occurred_at, self._applied]
+        state.seen[event.event_id] = (event.occurred_at, self._applied)
         if state.oldest_seen is not None and event.occurred_at < state.oldest_seen:
             state.oldest_seen = event.occurred_at
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
@@ -898,8 +896,7 @@ class JourneyEngine:
         self._awaiting.discard(state.key)
         # the tombstone keeps the ids it handed over: until they are forgotten, a redelivered
         # item of this key is still forwarded, never taken for a new anonymous visitor
-        for entry in state.seen.values():
-            entry[1] = self._applied
+        _renumber_seen(state, self._applied)
         state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
 
@@ -912,7 +909,7 @@ class JourneyEngine:
             self._adopt(state, journey)
         state.digital = sorted(state.digital + anonymous.digital)
         state.contacts = sorted(state.contacts + anonymous.contacts)
-        state.seen.update({event_id: [entry[0], self._applied] for event_id, entry in anonymous.seen.items()})
+        state.seen.update({event_id: (entry[0], self._applied) for event_id, entry in anonymous.seen.items()})
         state.oldest_digital = state.oldest_contact = state.oldest_seen = state.lowest_applied = None
         self._revisits.append((self._applied + self.config.dedup_min_items, state.key))
         for session in anonymous.sessions.values():
@@ -981,8 +978,7 @@ class JourneyEngine:
         self._dropped_seen.pop(key, None)
         restored = self._restored_at.pop(key, None)
         if restored is not None:
-            for entry in state.seen.values():
-                entry[1] = restored  # as restore() renumbered them
+            _renumber_seen(state, restored)  # as restore() renumbered them
         if self._dropped_journeys.pop(key, None) is None:
             # not counted yet: never held by this engine, or dropped (or restored) without
             # open journeys, as it still is
@@ -1052,6 +1048,13 @@ def _oldest_contact(state: CustomerState) -> int:
     if oldest is None:
         oldest = state.oldest_contact = min(state.contacts)[0]
     return oldest
+
+
+def _renumber_seen(state: CustomerState, applied: int) -> None:
+    """Every id of `state.seen` counted as applied at number `applied`."""
+    seen = state.seen
+    for event_id, (at, _) in seen.items():
+        seen[event_id] = (at, applied)  # an existing key: the dict's size does not change
 
 
 def _oldest_seen(state: CustomerState) -> int:

@@ -391,29 +391,33 @@ class KpiAccumulator:
     ) -> None:
         """Count a batch: the same result as `add` one fact at a time, but the increments are
         first summed per (cell, counter), then applied once each. Integer counters add in any
-        order; float sums keep their per-cell order (the same rounding as one at a time)."""
+        order; float sums keep their per-cell order (the same rounding as one at a time).
+        An applied event's own counters (events, late events, a new distinct customer) are
+        tallied per cell, in one small list, and its customer mark is updated as it comes."""
         pairs: Iterable[tuple[Fact, tuple[str, int] | None]] = (
             ((fact, None) for fact in facts) if origins is None else zip(facts, origins, strict=True)
         )
+        tallies: dict[CellKey, list[int]] = {}  # cell -> [events, late events, new customers]
         counts: dict[tuple[CellKey, str], int] = {}
         sums: dict[tuple[CellKey, str], list[float]] = {}
-        customers: list[tuple[CellKey, str]] = []
         floor, kinds, marks = self.floor_ms, self.kinds, self._marks
-        dirty_marks, by_minute = self._dirty_marks, self._marks_by_minute
+        dirty_marks, by_minute, cell_keys = self._dirty_marks, self._marks_by_minute, self._cell_keys
         indexed: tuple[str, int] | None = None  # the last (key, minute) indexed
         replayed = too_late = 0
+        last_customer: str | None = None
+        mark = CustomerMark()  # the mark of last_customer
         for fact, origin in pairs:
             if origin is not None:
                 # self._mark(key).seq = seq; self._index(key, minute_of(seq // 1000)), inlined
                 key, seq = origin
-                mark = marks.get(key)
-                if mark is None:
-                    mark = marks[key] = CustomerMark()
-                elif mark.seq is not None and seq <= mark.seq:
+                found = marks.get(key)
+                if found is None:
+                    found = marks[key] = CustomerMark()
+                elif found.seq is not None and seq <= found.seq:
                     replayed += 1
                     continue
                 dirty_marks.add(key)
-                mark.seq = seq
+                found.seq = seq
                 at = seq // 1000
                 minute = at - at % MINUTE_MS
                 if indexed is None or indexed[1] != minute or indexed[0] != key:
@@ -425,22 +429,44 @@ class KpiAccumulator:
                         keys.add(key)
             if type(fact) is AppliedEvent:
                 event = fact.event
-                if event.type in _PLAIN_TYPES:
-                    # the commonest fact: one event in its cell (and a late one), nothing else
-                    at = event.occurred_at
-                    cell = (at - at % MINUTE_MS, event.channel, fact.journey, fact.segment)
-                    late = fact.late
-                    if floor is not None and cell[0] < floor:
-                        too_late += 2 if late else 1
-                        continue
-                    pair = (cell, "events")
-                    counts[pair] = counts.get(pair, 0) + 1
-                    if late:
-                        pair = (cell, "late_events")
-                        counts[pair] = counts.get(pair, 0) + 1
-                    customers.append((cell, fact.customer_key))
+                at = event.occurred_at
+                cell = (at - at % MINUTE_MS, event.channel, fact.journey, fact.segment)  # cell_of
+                plain = event.type in _PLAIN_TYPES  # counts `events` (and `late_events`) only
+                if floor is not None and cell[0] < floor:
+                    too_late += (2 if fact.late else 1) if plain else len(contributions(fact, kinds))
                     continue
-            elif type(fact) is JourneyRecord:
+                tally = tallies.get(cell)
+                if tally is None:
+                    tally = tallies[cell] = [0, 0, 0]
+                tally[0] += 1
+                if fact.late:
+                    tally[1] += 1
+                if not plain:
+                    # the counters past `events` and `late_events`, which lead the list
+                    for _, name, amount in contributions(fact, kinds)[2 if fact.late else 1 :]:
+                        if name in _FLOAT_FIELDS:
+                            sums.setdefault((cell, name), []).append(amount)
+                        else:
+                            counts[(cell, name)] = counts.get((cell, name), 0) + int(amount)
+                # self._add_customer(cell, fact.customer_key), inlined
+                customer = fact.customer_key
+                if customer != last_customer:
+                    last_customer = customer
+                    dirty_marks.add(customer)
+                    found = marks.get(customer)
+                    if found is None:
+                        found = marks[customer] = CustomerMark()
+                    mark = found
+                if cell not in mark.cells:
+                    mark.cells = _with_cell(mark.cells, cell_keys.setdefault(cell, cell))
+                    keys = by_minute.get(cell[0])
+                    if keys is None:
+                        by_minute[cell[0]] = {customer}
+                    else:
+                        keys.add(customer)
+                    tally[2] += 1
+                continue
+            if type(fact) is JourneyRecord:
                 continue  # state, not an occurrence: counts nothing
             for cell, name, amount in contributions(fact, kinds):
                 if floor is not None and cell[0] < floor:
@@ -450,13 +476,17 @@ class KpiAccumulator:
                     sums.setdefault((cell, name), []).append(amount)
                 else:
                     counts[(cell, name)] = counts.get((cell, name), 0) + int(amount)
-            if isinstance(fact, AppliedEvent):
-                cell = cell_of(fact)
-                if floor is None or cell[0] >= floor:
-                    customers.append((cell, fact.customer_key))
         self.replayed += replayed
         self.too_late += too_late
         cells, dirty = self._cells, self._dirty
+        for cell, (events, late, customers) in tallies.items():
+            counts_of = cells.get(cell)
+            if counts_of is None:
+                counts_of = cells[cell] = KpiCounts()
+            dirty.add(cell)
+            counts_of.events += events
+            counts_of.late_events += late
+            counts_of.customers += customers
         for (cell, name), count in counts.items():
             counts_of = cells.get(cell)
             if counts_of is None:
@@ -472,22 +502,6 @@ class KpiAccumulator:
             for amount in amounts:
                 total += amount
             setattr(counts_of, name, total)
-        last_key: str | None = None
-        mark = CustomerMark()
-        cell_keys = self._cell_keys
-        for cell, customer_key in customers:
-            # self._add_customer(cell, customer_key), inlined
-            if customer_key != last_key:
-                last_key = customer_key
-                dirty_marks.add(customer_key)
-                found = marks.get(customer_key)
-                if found is None:
-                    found = marks[customer_key] = CustomerMark()
-                mark = found
-            if cell not in mark.cells:
-                mark.cells = _with_cell(mark.cells, cell_keys.setdefault(cell, cell))
-                self._index(customer_key, cell[0])
-                self._cell(cell).customers += 1
 
     def cells(self) -> list[tuple[CellKey, KpiCounts]]:
         """Copies of every cell, ordered by key."""

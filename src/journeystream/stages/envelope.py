@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from journeystream.core.events import Event
@@ -32,8 +33,7 @@ VERSION = 1
 MAX_RECORD_BYTES = 512 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Watermark:
+class Watermark(msgspec.Struct, frozen=True, gc=False):
     """Upstream partition `source` (e.g. "A3", "B0") has announced this watermark."""
 
     source: str
