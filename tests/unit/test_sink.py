@@ -4,6 +4,8 @@ acks only after durability — against a scripted writer, then against real embe
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,31 @@ async def test_rows_added_together_are_written_like_rows_added_one_by_one() -> N
     await first.flush()
     await second.flush()
     assert one_by_one.written == together.written
+
+
+def test_inserts_into_embedded_clickhouse_leave_pandas_unimported(tmp_path: Path) -> None:
+    """clickhouse-connect imports pandas on the first insert (is the data a DataFrame?) unless
+    told it is absent (sinks/store.py): 0.15-0.7 s under the GIL and ~43 MB per process. In a
+    fresh interpreter, since this one may have imported pandas already."""
+    script = f"""
+import asyncio, sys
+from journeystream.config import Settings
+from journeystream.sinks.batch import Batch
+from journeystream.sinks.clickhouse import ClickHouseWriter
+from journeystream.sinks.store import StoreTarget, migrate
+settings = Settings.from_env({{"JOURNEYSTREAM_DATA_DIR": {str(tmp_path)!r}}})
+writer = ClickHouseWriter(StoreTarget.from_settings(settings))
+writer.call(lambda client: migrate(client, settings, writer.database))
+batch = Batch("rejected_events", ("topic", "kafka_partition", "kafka_offset", "kafka_key",
+    "kafka_timestamp", "reason_code", "reason", "size_bytes", "excerpt", "rejected_at"),
+    ("topic", "kafka_partition", "kafka_offset"))
+batch.append(("in", 0, 1, None, 1_900_000_000_000, "not_json", "bad", 3, "abc", 1_900_000_000_000))
+asyncio.run(writer.write(batch))
+count = writer.call(lambda c: c.query(f"SELECT count() FROM {{writer.database}}.rejected_events").result_rows)
+writer.close()
+print(count, "pandas" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split("\n")[-2] == "[(1,)] False", done.stdout + done.stderr
