@@ -402,7 +402,7 @@ class KpiAccumulator:
         sums: dict[tuple[CellKey, str], list[float]] = {}
         floor, kinds, marks = self.floor_ms, self.kinds, self._marks
         dirty_marks, by_minute, cell_keys = self._dirty_marks, self._marks_by_minute, self._cell_keys
-        indexed: tuple[str, int] | None = None  # the last (key, minute) indexed
+        indexed_key, indexed_minute = "", -1  # the last indexed (two names: no tuple per fact)
         replayed = too_late = 0
         last_customer: str | None = None
         mark = CustomerMark()  # the mark of last_customer
@@ -420,8 +420,8 @@ class KpiAccumulator:
                 found.seq = seq
                 at = seq // 1000
                 minute = at - at % MINUTE_MS
-                if indexed is None or indexed[1] != minute or indexed[0] != key:
-                    indexed = (key, minute)
+                if indexed_minute != minute or indexed_key != key:
+                    indexed_key, indexed_minute = key, minute
                     keys = by_minute.get(minute)
                     if keys is None:
                         by_minute[minute] = {key}
