@@ -46,7 +46,7 @@ class ChannelKinds:
     notification: frozenset[str] = NOTIFICATION
 
 
-class Event(msgspec.Struct, frozen=True, gc=False):
+class Event(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One valid interaction event (SPEC §1). `occurred_at` is epoch milliseconds, UTC.
 
     A frozen msgspec Struct rather than a frozen dataclass: same fields, positional and

@@ -47,7 +47,7 @@ FAR_FUTURE = 2**62
 _IRRITANT_TYPES = frozenset({"contact_start", "contact_answered", "contact_abandoned", "complaint", "survey"})
 
 
-class KeyedEvent(msgspec.Struct, frozen=True, gc=False):
+class KeyedEvent(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="e"):
     """An event for a resolved customer key; a login carries the anonymous key to merge."""
 
     key: str
@@ -55,7 +55,7 @@ class KeyedEvent(msgspec.Struct, frozen=True, gc=False):
     merge_from: str | None = None
 
 
-class MergeRequest(msgspec.Struct, frozen=True, gc=False):
+class MergeRequest(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="r"):
     """To an anonymous key: hand your state over to `into` as of the login at `at`."""
 
     key: str

@@ -1,7 +1,7 @@
 """The wire format of the internal topics (by-device, by-customer): batched, versioned.
 
 One record carries every message a processed batch sends to one partition:
-`[1, [message, ...]]` (orjson), each message a list whose first element says what it is:
+`[1, [message, ...]]`, each message a list whose first element says what it is:
 
     ["d", event]                         an event to resolve (by-device)
     ["e", key, event, merge_from]        an event for a customer key (by-customer)
@@ -19,7 +19,6 @@ deployment can switch runtimes with messages in flight.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -27,21 +26,20 @@ import orjson
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
-from journeystream.core.state import event_from_list, event_to_list
+from journeystream.core.state import event_from_list
 
 VERSION = 1
 MAX_RECORD_BYTES = 512 * 1024
 
 
-class Watermark(msgspec.Struct, frozen=True, gc=False):
+class Watermark(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="w"):
     """Upstream partition `source` (e.g. "A3", "B0") has announced this watermark."""
 
     source: str
     watermark: int
 
 
-@dataclass(frozen=True, slots=True)
-class Erase:
+class Erase(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="x"):
     """Erase what the stage holds for `key` (journeystream erase). `primary`: the key the
     request named (its owner also erases the ClickHouse rows and cascades to the anonymous
     ids merged into it); else a key the primary cascaded to."""
@@ -54,23 +52,50 @@ class Erase:
 Message = Event | KeyedEvent | MergeRequest | MergePayload | Watermark | Erase
 
 
-def encode_message(message: Message) -> bytes:
-    return orjson.dumps(_as_list(message))
+class _Device(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="d"):
+    """An event to resolve, as it travels: `["d", event]`."""
+
+    event: Event
 
 
-def _as_list(message: Message) -> list[Any]:
-    if isinstance(message, KeyedEvent):
-        return ["e", message.key, event_to_list(message.event), message.merge_from]
-    if isinstance(message, Watermark):
-        return ["w", message.source, message.watermark]
+class _Payload(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="p"):
+    """A merge payload as it travels: the state as text, not bytes (msgspec writes bytes as
+    base64)."""
+
+    key: str
+    source: str
+    state: str | None
+
+
+# The messages are msgspec Structs whose array form is their wire form (array_like, the
+# tag first): one C call encodes or decodes a whole record. Events and merge payloads travel
+# in the two wrappers above.
+_Wire = KeyedEvent | MergeRequest | Watermark | Erase | _Device | _Payload
+_AS_IS = frozenset({KeyedEvent, MergeRequest, Watermark, Erase})
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(tuple[int, list[_Wire]])
+
+
+def _wire(message: Message) -> _Wire:
     if isinstance(message, Event):
-        return ["d", event_to_list(message)]
-    if isinstance(message, MergeRequest):
-        return ["r", message.key, message.into, message.at, message.login_event_id]
-    if isinstance(message, Erase):
-        return ["x", message.key, message.request, message.primary]
-    state = None if message.state is None else message.state.decode()
-    return ["p", message.key, message.source, state]
+        return _Device(message)
+    if isinstance(message, MergePayload):
+        return _Payload(
+            message.key, message.source, None if message.state is None else message.state.decode()
+        )
+    return message
+
+
+def _unwired(item: _Wire) -> Message:
+    if isinstance(item, _Device):
+        return item.event
+    if isinstance(item, _Payload):
+        return MergePayload(item.key, item.source, None if item.state is None else item.state.encode())
+    return item
+
+
+def encode_message(message: Message) -> bytes:
+    return _ENCODER.encode(_wire(message))
 
 
 def encode_envelopes(messages: list[Message], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
@@ -78,7 +103,8 @@ def encode_envelopes(messages: list[Message], limit: int = MAX_RECORD_BYTES) -> 
     one envelope (nothing is cut when the joined messages are within `limit`)."""
     if not messages:
         return []
-    whole = orjson.dumps([VERSION, [_as_list(message) for message in messages]])
+    as_is = _AS_IS
+    whole = _ENCODER.encode((VERSION, [m if type(m) in as_is else _wire(m) for m in messages]))
     if len(messages) == 1 or len(whole) - _FRAME_BYTES <= limit:
         return [whole]
     return list(pack([encode_message(message) for message in messages], limit))
@@ -107,7 +133,20 @@ def unpack(raw: bytes | None) -> list[Message]:
         raise ValueError("an internal record has no value")
     if raw[:1] == b"{":
         return [_legacy(orjson.loads(raw))]
-    data = orjson.loads(raw)
+    try:
+        version, items = _DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return _checked(orjson.loads(raw))  # another version or an unknown kind: which one
+    if version != VERSION:
+        raise ValueError(f"internal record format {version!r} is not {VERSION}")
+    as_is = _AS_IS
+    # the types in as_is are Messages as they are (mypy cannot narrow by type(item) in ...)
+    return [item if type(item) in as_is else _unwired(item) for item in items]  # type: ignore[misc]
+
+
+def _checked(data: Any) -> list[Message]:
+    """The messages of a record in the list form, read one by one (and the error that says
+    what is wrong with it)."""
     if data[0] != VERSION:
         raise ValueError(f"internal record format {data[0]!r} is not {VERSION}")
     return [_message(item) for item in data[1]]

@@ -4,6 +4,7 @@ cut at the size limit without reordering, and records of the Faust runtime are s
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
@@ -101,3 +102,36 @@ def test_an_event_with_every_field_set_round_trips() -> None:
     assert unpack(next(pack([encode_message(KeyedEvent("c1", event, "anon:a1"))]))) == [
         KeyedEvent("c1", event, "anon:a1")
     ]
+
+
+def test_each_message_kind_has_the_documented_wire_form() -> None:
+    # written from the module's docstring: records in flight when a worker is upgraded
+    # are read by the next version, so the bytes of format 1 must not drift
+    from journeystream.stages.envelope import Erase
+
+    expected = [
+        b'["d",["e1",1700000000001,"web","page_view",null,"a1","claim",null,"s1",null,{"page":"/p1"}]]',
+        b'["e","c1",["e2",1700000000002,"web","page_view",null,"a2","claim",null,"s1",null,{"page":"/p2"}],'
+        b'"anon:a2"]',
+        b'["r","anon:a1","c1",1700000000005,"e9"]',
+        b'["p","c1","anon:a1","[3,\\"anon:a1\\"]"]',
+        b'["p","c1","anon:a2",null]',
+        b'["w","A3",1700000000000]',
+        b'["x","c7","req-1",true]',
+    ]
+    messages = [
+        _event(1),
+        KeyedEvent("c1", _event(2), "anon:a2"),
+        *MESSAGES[3:],
+        Erase("c7", "req-1", True),
+    ]
+    assert [encode_message(message) for message in messages] == expected
+    assert encode_envelopes(messages) == [b"[1,[" + b",".join(expected) + b"]]"]
+    assert unpack(b"[1,[" + b",".join(expected) + b"]]") == messages
+
+
+def test_a_record_of_another_format_or_kind_is_refused_with_what_it_is() -> None:
+    with pytest.raises(ValueError, match="internal record format 2 is not 1"):
+        unpack(b'[2,[["w","A3",5]]]')
+    with pytest.raises(ValueError, match="unknown internal message kind 'z'"):
+        unpack(b'[1,[["w","A3",5],["z",1]]]')
