@@ -13,6 +13,7 @@ varies within seconds):
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import statistics
 import time
@@ -39,8 +40,9 @@ def mix(start_ms: int | None = None) -> list[Event]:
         events_per_second=5.0,
         duplicate_share=0.01,
         max_disorder_ms=4000,
-        **({} if start_ms is None else {"start_ms": start_ms}),
     )
+    if start_ms is not None:
+        config = dataclasses.replace(config, start_ms=start_ms)
     return [e for e in (decode(m.value) for m in generate(config)) if isinstance(e, Event)]
 
 

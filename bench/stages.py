@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from journeystream.core.config import RulesConfig
 from journeystream.process import tune_gc
@@ -118,9 +118,10 @@ def drive(inputs: list[list[InputRecord]], digest: bool) -> tuple[str, float]:
             processor.collect(stamp, now_s, effects)
             emit()
         deliver()
-        for processors in (identity, journeys):
-            for partition, processor in enumerate(processors):
-                for store, changes in processor.take_changes():
+        stages: tuple[Sequence[IdentityProcessor | JourneyProcessor], ...] = (identity, journeys)
+        for processors in stages:
+            for partition, stage in enumerate(processors):
+                for store, changes in stage.take_changes():
                     if digest:
                         for key, value in changes.items():
                             hashed.update(repr((store, partition, key, value)).encode())
@@ -130,7 +131,7 @@ def drive(inputs: list[list[InputRecord]], digest: bool) -> tuple[str, float]:
                             values.pop(key, None)
                         else:
                             values[key] = value
-                processor.commit_point(2**62)
+                stage.commit_point(2**62)
 
     positions = [0] * PARTITIONS
     batches = 0
