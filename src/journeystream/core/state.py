@@ -9,7 +9,6 @@ changelog-backed table, so it must stay small: times are integer ms, histories a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -21,8 +20,12 @@ from journeystream.core.facts import JourneyRecord
 FORMAT_VERSION = 1
 
 
-@dataclass(slots=True)
-class JourneyState:
+class JourneyState(msgspec.Struct, gc=False, array_like=True):
+    """One journey of a customer, as the engine keeps it. A msgspec Struct: built in C
+    (a customer's journeys are rebuilt at each load from the store), untracked by the
+    cyclic GC (it makes no reference cycle), and written as its stored array (array_like:
+    the fields in order) without a tuple in between."""
+
     journey_id: str
     journey: str
     customer_key: str
@@ -48,7 +51,7 @@ class JourneyState:
     effort_score: int = 0
 
     def to_list(self) -> list[Any]:
-        return list(_journey_values(self))
+        return [getattr(self, name) for name in JOURNEY_FIELDS]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> JourneyState:
@@ -77,8 +80,9 @@ class JourneyState:
         )
 
 
-@dataclass(slots=True)
-class Session:
+class Session(msgspec.Struct, gc=False, array_like=True):
+    """A digital session of a customer (as JourneyState: a Struct, its stored array)."""
+
     session_id: str
     channel: str
     journey: str
@@ -88,46 +92,12 @@ class Session:
     event_count: int
 
     def to_list(self) -> list[Any]:
-        return list(_session_values(self))
+        return [getattr(self, name) for name in SESSION_FIELDS]
 
 
-# The serialized order of their fields (a tuple is written as the same JSON array).
-JOURNEY_FIELDS = (
-    "journey_id",
-    "journey",
-    "customer_key",
-    "segment",
-    "started_at",
-    "last_event_at",
-    "first_channel",
-    "last_channel",
-    "channels",
-    "status",
-    "ended_at",
-    "event_count",
-    "channel_switches",
-    "inbound_contacts",
-    "contacts_abandoned",
-    "long_waits",
-    "repeat_contacts",
-    "complaints",
-    "irritant_count",
-    "last_process_at",
-    "touched",
-    "version",
-    "effort_score",
-)
-SESSION_FIELDS = (
-    "session_id",
-    "channel",
-    "journey",
-    "segment",
-    "first_at",
-    "last_at",
-    "event_count",
-)
-_journey_values = attrgetter(*JOURNEY_FIELDS)
-_session_values = attrgetter(*SESSION_FIELDS)
+# The serialized order of their fields: their declaration order (array_like Structs).
+JOURNEY_FIELDS: tuple[str, ...] = JourneyState.__struct_fields__
+SESSION_FIELDS: tuple[str, ...] = Session.__struct_fields__
 
 
 @dataclass(slots=True)
@@ -179,11 +149,11 @@ class CustomerState:
                 FORMAT_VERSION,
                 self.key,
                 self.segment,
-                [_journey_values(j) for j in self.journeys.values()],
+                list(self.journeys.values()),
                 self.digital,
                 self.contacts,
                 self.seen,
-                [_session_values(s) for s in self.sessions.values()],
+                list(self.sessions.values()),
                 self.touch,
                 self.latest,
                 self.merged_from,
