@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
+import msgspec
+
 from journeystream.core.events import EVENT_TYPES, ChannelKinds
 from journeystream.core.facts import (
     IRRITANT_KINDS,
@@ -663,13 +665,14 @@ class KpiAccumulator:
             self._dirty_marks.add(customer)
 
 
-@dataclass(slots=True)
-class CustomerMark:
+class CustomerMark(msgspec.Struct, gc=False):
     """What the accumulator counted for one customer key: the last fact sequence, and the
     cells the key was active in (each counts the key once among its distinct customers).
     A tuple while they are few, as they mostly are (one, for most keys): an empty set alone
     is 216 bytes, times a million customers; a set beyond SMALL_MARK cells, where a scan
-    would cost more than it saves."""
+    would cost more than it saves. A msgspec Struct untracked by the cyclic GC: one per
+    customer active within the horizon (a million of them) would otherwise be walked by
+    every full collection; it makes no reference cycle."""
 
     seq: int | None = None
     cells: tuple[CellKey, ...] | set[CellKey] = ()
