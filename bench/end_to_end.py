@@ -153,8 +153,8 @@ def _settled(samples: list[_Sample], events: int) -> bool:
     last = samples[-1]
     if last.stored < events or last.lag != 0 or last.applied + last.waiting < events:
         return False
-    since = [s for s in samples if s.seconds >= last.seconds - SETTLE_S]
-    return since[0].seconds <= last.seconds - SETTLE_S + 0.2 and since[0].applied == last.applied
+    reached = next(s for s in samples if s.applied >= last.applied)  # the count only grows
+    return last.seconds - reached.seconds >= SETTLE_S
 
 
 def _finished(samples: list[_Sample], events: int) -> _Sample:

@@ -51,7 +51,9 @@ class Event(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
     A frozen msgspec Struct rather than a frozen dataclass: same fields, positional and
     keyword construction, equality and attribute access, but built about 7x faster (the
-    decoder makes one per message)."""
+    decoder makes one per message). Its array form (array_like: the fields in order) is how
+    it travels on the internal topics (stages/envelope.py); the GC does not track it (it
+    makes no reference cycle)."""
 
     event_id: str
     occurred_at: int

@@ -50,9 +50,6 @@ class JourneyState(msgspec.Struct, gc=False, array_like=True):
     version: int = 0
     effort_score: int = 0
 
-    def to_list(self) -> list[Any]:
-        return [getattr(self, name) for name in JOURNEY_FIELDS]
-
     @classmethod
     def from_list(cls, data: list[Any]) -> JourneyState:
         return cls(*data)
@@ -90,9 +87,6 @@ class Session(msgspec.Struct, gc=False, array_like=True):
     first_at: int
     last_at: int
     event_count: int
-
-    def to_list(self) -> list[Any]:
-        return [getattr(self, name) for name in SESSION_FIELDS]
 
 
 # The serialized order of their fields: their declaration order (array_like Structs).

@@ -90,8 +90,13 @@ def _unwired(item: _Wire) -> Message:
     if isinstance(item, _Device):
         return item.event
     if isinstance(item, _Payload):
-        return MergePayload(item.key, item.source, None if item.state is None else item.state.encode())
+        return _payload(item.key, item.source, item.state)
     return item
+
+
+def _payload(key: str, source: str, text: str | None) -> MergePayload:
+    """A merge payload from its travelling form (the state as text)."""
+    return MergePayload(key, source, None if text is None else text.encode())
 
 
 def encode_message(message: Message) -> bytes:
@@ -163,7 +168,7 @@ def _message(item: list[Any]) -> Message:
     if kind == "r":
         return MergeRequest(item[1], item[2], item[3], item[4])
     if kind == "p":
-        return MergePayload(item[1], item[2], None if item[3] is None else item[3].encode())
+        return _payload(item[1], item[2], item[3])
     if kind == "x":
         return Erase(item[1], item[2], bool(item[3]))
     raise ValueError(f"unknown internal message kind {kind!r}")
@@ -180,6 +185,5 @@ def _legacy(data: dict[str, Any]) -> Message:
     if kind == "r":
         return MergeRequest(data["key"], data["into"], data["at"], data["id"])
     if kind == "p":
-        state = data["st"]
-        return MergePayload(data["key"], data["src"], None if state is None else state.encode())
+        return _payload(data["key"], data["src"], data["st"])
     raise ValueError(f"unknown internal message kind {kind!r}")

@@ -90,7 +90,7 @@ class PartitionKpis:
         rows, table = effects.rows, KPI_MINUTE.name
         for key, counts in accumulator.pop_dirty_live():
             rows.append((table, kpi_row(key, counts, partition, stamp_ms)))
-            # orjson writes the dataclass itself: the same object as cell_state(), in C
+            # the encoder writes the dataclass itself: the same object as cell_state(), in C
             changes[cell_store_key(partition, key)] = dumps_exact(counts)
         if watermark > self.progress:
             self.progress = watermark

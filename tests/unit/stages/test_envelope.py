@@ -8,7 +8,7 @@ import pytest
 
 from journeystream.core.events import Event
 from journeystream.core.journeys import KeyedEvent, MergePayload, MergeRequest
-from journeystream.stages.envelope import Watermark, encode_envelopes, encode_message, pack, unpack
+from journeystream.stages.envelope import Erase, Watermark, encode_envelopes, encode_message, pack, unpack
 
 
 def _event(n: int) -> Event:
@@ -107,8 +107,6 @@ def test_an_event_with_every_field_set_round_trips() -> None:
 def test_each_message_kind_has_the_documented_wire_form() -> None:
     # written from the module's docstring: records in flight when a worker is upgraded
     # are read by the next version, so the bytes of format 1 must not drift
-    from journeystream.stages.envelope import Erase
-
     expected = [
         b'["d",["e1",1700000000001,"web","page_view",null,"a1","claim",null,"s1",null,{"page":"/p1"}]]',
         b'["e","c1",["e2",1700000000002,"web","page_view",null,"a2","claim",null,"s1",null,{"page":"/p2"}],'
